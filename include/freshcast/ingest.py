@@ -1,0 +1,90 @@
+"""Source -> DataFrame: read CSV/Parquet files (a path, a glob, or a file shipped in a package).
+
+Ingest does not judge the data (validate does): it reads the columns the spec names, keeps the
+rows known at the run's cutoff and leaves timestamps as they came, so validate can point at a
+bad row by its number.
+"""
+
+from __future__ import annotations
+
+import glob
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from freshcast.spec import PipelineSpec, resolve_source_path, source_location
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read; the message names it and says what to do."""
+
+
+def source_files(spec: PipelineSpec) -> list[Path]:
+    """The files the spec's source names, sorted, for a path, a glob or a package resource."""
+    if spec.source.package:
+        try:
+            ref = resources.files(spec.source.package).joinpath(spec.source.resource or "")
+        except ModuleNotFoundError as err:
+            raise SourceError(
+                f"source.package {spec.source.package!r} is not installed; "
+                "add it to requirements.txt and run `make run` again"
+            ) from err
+        path = Path(str(ref))
+        if not path.is_file():
+            raise SourceError(f"source {source_location(spec)}: no such file in the package")
+        return [path]
+    pattern = resolve_source_path(spec)
+    files = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
+    if not files:
+        raise SourceError(
+            f"source.path {spec.source.path!r} (resolved to {pattern}) matches no file; "
+            "relative paths start at the spec's folder"
+        )
+    return files
+
+
+def read_file(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Read one CSV or Parquet file, only `columns` where present; timestamps stay unparsed."""
+    try:
+        if path.suffix.lower() == ".csv":
+            header = pd.read_csv(path, nrows=0).columns
+            usecols = [c for c in columns if c in header] or None
+            # dtype=str for the timestamp keeps the text for validate's messages.
+            return pd.read_csv(path, usecols=usecols, dtype={columns[0]: str})
+        frame = pd.read_parquet(path)
+        return frame[[c for c in columns if c in frame.columns]]
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise SourceError(f"{path}: cannot read it as {path.suffix[1:]}: {err}") from err
+
+
+def load_source(spec: PipelineSpec, *, cutoff: datetime | None = None) -> pd.DataFrame:
+    """Read the spec's source and keep the rows whose timestamp is at or before `cutoff`.
+
+    Args:
+        spec: the pipeline spec.
+        cutoff: tz-aware time up to which data counts as known (the run's data_interval_end);
+            naive timestamps in the data are taken as UTC. None keeps every row.
+
+    Returns:
+        (rows, 1 + columns) frame: the timestamp column first, then the spec's columns found.
+        Rows whose timestamp cannot be parsed are kept so validate can report them.
+    """
+    wanted = [spec.timestamp, *spec.columns]
+    frames = [read_file(path, wanted) for path in source_files(spec)]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame[[c for c in wanted if c in frame.columns]]
+    if cutoff is not None and spec.timestamp in frame.columns:
+        stamps = to_utc(frame[spec.timestamp], errors="coerce")
+        keep = stamps.isna() | (stamps <= pd.Timestamp(cutoff).tz_convert("UTC"))
+        frame = frame.loc[keep.to_numpy()].reset_index(drop=True)
+    return frame
+
+
+def to_utc(values: pd.Series, *, errors: str = "raise") -> pd.Series:
+    """Parse timestamps to UTC; naive ones are taken as UTC. ISO 8601 first, as it is fast."""
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=True, format="mixed", errors=errors)

@@ -1,0 +1,352 @@
+"""Typed pipeline specs: one YAML file per pipeline, validated here, defaults in one place.
+
+This module is imported when Airflow parses the DAG files, so it must stay light: pydantic and
+PyYAML only (no pandas, no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PIPELINES_DIR_ENV = "FRESHCAST_PIPELINES_DIR"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+# pandas offset aliases that describe a regular grid (pandas >= 2.2 spellings).
+FREQUENCY_PATTERN = re.compile(
+    r"^\d*(s|min|h|D|B|W(-(MON|TUE|WED|THU|FRI|SAT|SUN))?|ME|MS|QE|QS|YE|YS)$"
+)
+AGGREGATIONS = ("mean", "sum", "min", "max", "median", "first", "last")
+METRICS = ("mae", "rmse", "mape", "smape", "mase")
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class SpecError(ValueError):
+    """A pipeline spec that cannot be used; the message names the file, the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """Where the series comes from: a file path or glob, or a file shipped in a package."""
+
+    path: str | None = Field(
+        default=None,
+        description="CSV or Parquet path or glob; relative paths start at the spec's folder.",
+    )
+    package: str | None = Field(default=None, description="Installed package holding the file.")
+    resource: str | None = Field(default=None, description="File inside `package`.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceSpec:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("give either `path` or `package` + `resource`, not both or neither")
+        if self.package is not None and not self.resource:
+            raise ValueError("`package` needs `resource`, the file's path inside the package")
+        for name in (self.path or self.resource or "",):
+            if not name.lower().endswith((".csv", ".parquet", ".pq")):
+                raise ValueError(f"source must be a .csv or .parquet file. Received: {name!r}")
+        return self
+
+
+class ResampleSpec(_Strict):
+    """Optional resampling to a coarser grid before anything else (e.g. daily -> weekly mean)."""
+
+    frequency: str
+    aggregation: Literal["mean", "sum", "min", "max", "median", "first", "last"] = "mean"
+
+    @field_validator("frequency")
+    @classmethod
+    def _frequency(cls, value: str) -> str:
+        return _check_frequency(value)
+
+
+class GapSpec(_Strict):
+    """What to do with missing timestamps and missing values."""
+
+    fill: Literal["none", "ffill", "interpolate"] = Field(
+        default="none", description="How to fill a gap; `none` means any gap fails validation."
+    )
+    max_missing: int = Field(
+        default=0, ge=0, description="Longest run of consecutive missing steps that may be filled."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GapSpec:
+        if self.fill == "none" and self.max_missing > 0:
+            raise ValueError("`max_missing` > 0 needs a `fill` method (ffill or interpolate)")
+        return self
+
+
+class SplitSpec(_Strict):
+    """Chronological split; train is what remains before validation and test. No shuffling."""
+
+    val: Fraction | PositiveInt = 0.15
+    test: Fraction | PositiveInt = 0.15
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> SplitSpec:
+        fractions = [v for v in (self.val, self.test) if isinstance(v, float)]
+        if sum(fractions) >= 0.9:
+            raise ValueError(
+                f"val + test fractions leave too little for training: {sum(fractions):.2f} >= 0.9"
+            )
+        return self
+
+    def sizes(self, rows: int) -> tuple[int, int, int]:
+        """Rows in (train, val, test) for a series of `rows` rows."""
+        val = round(self.val * rows) if isinstance(self.val, float) else self.val
+        test = round(self.test * rows) if isinstance(self.test, float) else self.test
+        return rows - val - test, val, test
+
+
+class ModelSpec(_Strict):
+    """One recurrent model to train."""
+
+    name: str | None = Field(default=None, description="Unique name; defaults to the type.")
+    type: Literal["simple_rnn", "lstm", "gru"]
+    units: list[PositiveInt] = Field(default=[64], min_length=1)
+    bidirectional: bool = False
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    recurrent_dropout: float = Field(default=0.0, ge=0, lt=1)
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    batch_size: PositiveInt = 32
+    epochs: PositiveInt = 100
+    patience: PositiveInt = 10
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_PATTERN.match(value):
+            raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {value!r}")
+        return value
+
+
+class PipelineSpec(_Strict):
+    """A whole pipeline: data, preparation, models and schedule."""
+
+    name: str
+    description: str = ""
+    source: SourceSpec
+    timestamp: str
+    frequency: str
+    resample: ResampleSpec | None = None
+    target: str
+    features: list[str] = Field(default_factory=list, description="Inputs; default [target].")
+    gaps: GapSpec = GapSpec()
+    split: SplitSpec = SplitSpec()
+    scaler: Literal["minmax", "standard"] = "minmax"
+    window: PositiveInt
+    horizon: PositiveInt = 1
+    season_length: PositiveInt = 1
+    metric: Literal["mae", "rmse", "mape", "smape", "mase"] = "mae"
+    seed: int = 42
+    schedule: str | None = "@weekly"
+    owner: str = "freshcast"
+    tags: list[str] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(min_length=1)
+    # Where the spec was read from; set by load_spec, used to resolve relative source paths.
+    spec_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {value!r}")
+        return value
+
+    @field_validator("frequency")
+    @classmethod
+    def _frequency(cls, value: str) -> str:
+        return _check_frequency(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_features_and_names(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not data.get("features") and data.get("target"):
+            data["features"] = [data["target"]]
+        models = data.get("models")
+        if isinstance(models, list):
+            data["models"] = _fill_model_names(models)
+        return data
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineSpec:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"`features` lists a column twice: {self.features}")
+        if self.timestamp in self.features or self.timestamp == self.target:
+            raise ValueError(f"the timestamp column {self.timestamp!r} cannot be a feature/target")
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"train_{self.name}"
+
+    @property
+    def columns(self) -> list[str]:
+        """Column order of the scaled array: the features, then the target if not a feature."""
+        return [*self.features, *([] if self.target in self.features else [self.target])]
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models if m.name]
+
+    def model(self, name: str) -> ModelSpec:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"pipeline {self.name!r} has no model {name!r}; it has {self.model_names}")
+
+    @property
+    def grid_frequency(self) -> str:
+        """Frequency of the series the models see (after resampling)."""
+        return self.resample.frequency if self.resample else self.frequency
+
+
+def _fill_model_names(models: list[object]) -> list[object]:
+    """Give unnamed models `<type>`, or `<type>_<n>` when a type repeats."""
+    taken = {m["name"] for m in models if isinstance(m, dict) and m.get("name")}
+    out = []
+    for model in models:
+        if isinstance(model, dict) and not model.get("name") and model.get("type"):
+            n, name = 1, str(model["type"])
+            while name in taken:
+                n += 1
+                name = f"{model['type']}_{n}"
+            taken.add(name)
+            model = {**model, "name": name}
+        out.append(model)
+    return out
+
+
+def _check_frequency(value: str) -> str:
+    if not FREQUENCY_PATTERN.match(value):
+        raise ValueError(
+            "must be a pandas offset alias such as 'h', '15min', 'D', 'W', 'W-SUN', 'MS', 'ME'. "
+            f"Received: {value!r}"
+        )
+    return value
+
+
+def pipelines_dir() -> Path:
+    """The folder holding the pipeline specs (env FRESHCAST_PIPELINES_DIR overrides)."""
+    return Path(os.environ.get(PIPELINES_DIR_ENV) or DEFAULT_PIPELINES_DIR)
+
+
+def spec_files(folder: Path | None = None) -> list[Path]:
+    """Every `*.yaml` / `*.yml` spec in `folder`, sorted by name."""
+    folder = folder or pipelines_dir()
+    return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate one spec file.
+
+    Args:
+        path: the YAML file; its stem is the pipeline name unless the file sets `name`.
+
+    Returns:
+        The validated spec, with `spec_path` set.
+
+    Raises:
+        SpecError: naming the file, each wrong field, what was wrong and what was received.
+    """
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the spec: {err}") from err
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"{path}: a spec must be a YAML mapping of fields (source, target, models, ...). "
+            f"Received: {type(raw).__name__}"
+        )
+    raw.setdefault("name", path.stem)
+    if raw["name"] != path.stem:
+        raise SpecError(
+            f"{path}: field 'name' is {raw['name']!r} but the file is {path.name!r}; "
+            "name the file after the pipeline or drop the field"
+        )
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_errors(path, err)) from None
+    return spec.model_copy(update={"spec_path": path})
+
+
+def load_valid_specs(folder: Path | None = None) -> list[PipelineSpec]:
+    """Every spec in `folder` that validates; the others are reported by `spec_problems`."""
+    specs = []
+    for path in spec_files(folder):
+        try:
+            specs.append(load_spec(path))
+        except SpecError:
+            continue
+    return specs
+
+
+def spec_problems(folder: Path | None = None) -> list[str]:
+    """The error message of every spec in `folder` that does not validate."""
+    problems = []
+    for path in spec_files(folder):
+        try:
+            load_spec(path)
+        except SpecError as err:
+            problems.append(str(err))
+    return problems
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s) in the pipeline spec"]
+    for e in err.errors(include_url=False):
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        received = "" if e["type"] == "missing" else f" Received: {e.get('input')!r}"
+        lines.append(f"  field '{field}': {e['msg']}.{received}")
+    lines.append("  Fix the field(s) above; README.md lists every field with its default.")
+    return "\n".join(lines)
+
+
+def source_location(spec: PipelineSpec) -> str:
+    """The source as a string a user recognises in messages (path or package:resource)."""
+    if spec.source.package:
+        return f"{spec.source.package}:{spec.source.resource}"
+    return str(resolve_source_path(spec))
+
+
+def resolve_source_path(spec: PipelineSpec) -> Path:
+    """The source path or glob, relative paths taken from the spec file's folder."""
+    assert spec.source.path is not None
+    path = Path(os.path.expandvars(os.path.expanduser(spec.source.path)))
+    if not path.is_absolute() and spec.spec_path is not None:
+        path = spec.spec_path.parent / path
+    return path

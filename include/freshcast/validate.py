@@ -1,0 +1,223 @@
+"""Checks with messages a user can act on, then the series on a regular grid.
+
+Every failure names the source, the column or row, what was found and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from freshcast.ingest import to_utc
+from freshcast.spec import PipelineSpec
+
+
+class DataValidationError(ValueError):
+    """The data cannot be used as it is; the message says where and how to fix it."""
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    start: str
+    end: str
+    filled: dict[str, int] = field(default_factory=dict)
+    split_rows: dict[str, int] = field(default_factory=dict)
+
+
+def validate_frame(
+    raw: pd.DataFrame, spec: PipelineSpec, *, source: str
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check the ingested rows and return the series on a regular grid.
+
+    Args:
+        raw: (rows, columns) as ingested; timestamps unparsed, rows in file order.
+        spec: the pipeline spec.
+        source: how to name the data in messages (file path or package resource).
+
+    Returns:
+        (frame, report): frame is (steps, len(spec.columns)) float64 with a UTC DatetimeIndex
+        named after the timestamp column, resampled and gap-filled per the spec.
+
+    Raises:
+        DataValidationError: on the first problem found, with the fix.
+    """
+
+    def fail(message: str) -> DataValidationError:
+        return DataValidationError(f"{source}: {message}")
+
+    _check_columns(raw, spec, fail)
+    if raw.empty:
+        raise fail("no rows up to the run's cutoff; check the source and the run's data interval")
+    stamps = _parse_timestamps(raw[spec.timestamp], spec.timestamp, fail)
+    values = _numeric(raw[spec.columns], fail)
+    frame = values.set_axis(pd.DatetimeIndex(stamps, name=spec.timestamp), axis=0)
+
+    if spec.resample:
+        how = spec.resample.aggregation
+        resampler = frame.resample(spec.resample.frequency)
+        # An empty bin is a gap, not a zero: sum needs min_count=1 to say so.
+        frame = resampler.sum(min_count=1) if how == "sum" else getattr(resampler, how)()
+    else:
+        frame = _on_grid(frame, spec.frequency, fail)
+
+    frame, filled = _fill_gaps(frame, spec, fail)
+    _check_finite(frame, fail)
+    _check_not_constant(frame, fail)
+    sizes = _check_enough_rows(len(frame), spec, fail)
+    report = ValidationReport(
+        rows=len(frame),
+        start=frame.index[0].isoformat(),
+        end=frame.index[-1].isoformat(),
+        filled=filled,
+        split_rows=dict(zip(("train", "val", "test"), sizes, strict=True)),
+    )
+    return frame, report
+
+
+def _check_columns(raw: pd.DataFrame, spec: PipelineSpec, fail) -> None:
+    fields = {spec.timestamp: "timestamp", spec.target: "target"}
+    for column in spec.features:
+        fields.setdefault(column, "features")
+    present = list(raw.columns)
+    for column, spec_field in fields.items():
+        if column not in present:
+            raise fail(
+                f"column {column!r} (spec field '{spec_field}') is missing; the data has "
+                f"{present}. Fix the spec field or the data's header."
+            )
+
+
+def _parse_timestamps(column: pd.Series, name: str, fail) -> pd.Series:
+    stamps = to_utc(column, errors="coerce")
+    bad = np.flatnonzero(stamps.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise fail(
+            f"column {name!r}, row {i + 1}: timestamp {column.iloc[i]!r} cannot be parsed "
+            f"({bad.size} such row(s)). Use ISO 8601, e.g. 2024-01-31 or 2024-01-31T13:00:00Z."
+        )
+    ns = stamps.to_numpy(dtype="datetime64[ns]").astype("int64")
+    steps = np.diff(ns)
+    if (steps < 0).any():
+        i = int(np.flatnonzero(steps < 0)[0]) + 1
+        raise fail(
+            f"column {name!r}, row {i + 1}: timestamp {stamps.iloc[i]} comes before row {i}'s "
+            f"{stamps.iloc[i - 1]}; timestamps must be sorted ascending. Sort the data by {name!r}."
+        )
+    if (steps == 0).any():
+        i = int(np.flatnonzero(steps == 0)[0]) + 1
+        raise fail(
+            f"column {name!r}, rows {i} and {i + 1}: duplicate timestamp {stamps.iloc[i]}; "
+            "each timestamp must appear once. Remove or aggregate the duplicates."
+        )
+    return stamps
+
+
+def _numeric(values: pd.DataFrame, fail) -> pd.DataFrame:
+    out = {}
+    for column in values.columns:
+        raw = values[column]
+        if pd.api.types.is_bool_dtype(raw):
+            raise fail(f"column {column!r} is boolean; features and target must be numbers")
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = np.flatnonzero((numbers.isna() & raw.notna()).to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            raise fail(
+                f"column {column!r}, row {i + 1}: value {raw.iloc[i]!r} is not a number "
+                f"({bad.size} such row(s)). Features and target must be numeric columns."
+            )
+        out[column] = numbers.astype("float64")
+    return pd.DataFrame(out, index=values.index)
+
+
+def _on_grid(frame: pd.DataFrame, frequency: str, fail) -> pd.DataFrame:
+    grid = pd.date_range(frame.index[0], frame.index[-1], freq=frequency, name=frame.index.name)
+    off = ~frame.index.isin(grid)
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise fail(
+            f"row {i + 1}: timestamp {frame.index[i]} is not on the {frequency!r} grid that starts "
+            f"at {frame.index[0]} ({int(off.sum())} such row(s)). Fix `frequency` in the spec, or "
+            "add `resample` to aggregate onto a regular grid."
+        )
+    return frame.reindex(grid)
+
+
+def _fill_gaps(
+    frame: pd.DataFrame, spec: PipelineSpec, fail
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    limit = spec.gaps.max_missing
+    filled: dict[str, int] = {}
+    for column in frame.columns:
+        missing = frame[column].isna().to_numpy()
+        if not missing.any():
+            continue
+        start, length = _longest_run(missing)
+        if length > limit:
+            first, last = frame.index[start], frame.index[start + length - 1]
+            raise fail(
+                f"column {column!r} has {length} consecutive missing step(s) from {first} to "
+                f"{last} (missing timestamps or empty values); the spec allows gaps.max_missing="
+                f"{limit} with gaps.fill={spec.gaps.fill!r}. Repair the data or set "
+                f"gaps: {{fill: interpolate, max_missing: {length}}}."
+            )
+        filled[column] = int(missing.sum())
+    if filled and spec.gaps.fill == "ffill":
+        frame = frame.ffill(limit=limit)
+    elif filled and spec.gaps.fill == "interpolate":
+        frame = frame.interpolate(method="time", limit=limit, limit_area="inside")
+    return frame, filled
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """(start, length) of the longest run of True in a 1D bool mask."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    starts, ends = edges[::2], edges[1::2]
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k] - starts[k])
+
+
+def _check_finite(frame: pd.DataFrame, fail) -> None:
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            what = "NaN" if np.isnan(values[i]) else "inf"
+            raise fail(
+                f"column {column!r} at {frame.index[i]}: {what} left after the gap policy "
+                f"({bad.size} such value(s)); a gap at the start or end cannot be filled. "
+                "Trim or repair the data."
+            )
+
+
+def _check_not_constant(frame: pd.DataFrame, fail) -> None:
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        if values.min() == values.max():
+            raise fail(
+                f"column {column!r} is constant ({values[0]!r}); it carries no signal and cannot "
+                "be scaled. Remove it from `features`."
+            )
+
+
+def _check_enough_rows(rows: int, spec: PipelineSpec, fail) -> tuple[int, int, int]:
+    train, val, test = spec.split.sizes(rows)
+    need_train, need = spec.window + spec.horizon + 1, spec.horizon
+    if train < need_train or val < need or test < need:
+        raise fail(
+            f"too few rows: {rows} after validation split into train={train}, val={val}, "
+            f"test={test}; need train >= window + horizon + 1 = {need_train} and val, test >= "
+            f"horizon = {need}. Add data, or lower `window` or the `split` sizes."
+        )
+    if spec.season_length > train + val:
+        raise fail(
+            f"season_length={spec.season_length} reaches back past the first row from the test "
+            f"split ({train + val} rows before it). Lower `season_length` or add data."
+        )
+    return train, val, test
