@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from freshcast import evaluation as ev
+
+Y = np.array([1.0, 2.0, 3.0])
+P = np.array([2.0, 2.0, 5.0])
+
+
+def test_metrics_match_hand_computed_values():
+    # errors |y - p| = [1, 0, 2]
+    assert ev.mae(Y, P) == pytest.approx(1.0)
+    assert ev.rmse(Y, P) == pytest.approx(math.sqrt(5 / 3))
+    assert ev.mape(Y, P) == pytest.approx(100 * (1 / 1 + 0 / 2 + 2 / 3) / 3)
+    assert ev.smape(Y, P) == pytest.approx((200 * 1 / 3 + 0 + 200 * 2 / 8) / 3)
+    assert ev.mase(Y, P, scale=0.5) == pytest.approx(2.0)
+
+
+def test_metrics_flatten_any_equal_shape():
+    y2, p2 = Y.reshape(3, 1), P.reshape(3, 1)
+    assert ev.mae(y2, p2) == pytest.approx(1.0)
+    assert ev.rmse(y2, p2) == pytest.approx(math.sqrt(5 / 3))
+
+
+def test_mape_ignores_zero_targets():
+    y, p = np.array([0.0, 2.0, 4.0]), np.array([5.0, 1.0, 5.0])
+    assert ev.mape(y, p) == pytest.approx(100 * (1 / 2 + 1 / 4) / 2)
+
+
+def test_mape_is_nan_when_every_target_is_zero():
+    assert math.isnan(ev.mape(np.zeros(3), np.ones(3)))
+
+
+def test_smape_counts_zero_over_zero_as_zero():
+    y, p = np.array([0.0, 1.0]), np.array([0.0, 3.0])
+    assert ev.smape(y, p) == pytest.approx((0 + 200 * 2 / 4) / 2)
+    assert ev.smape(np.zeros(4), np.zeros(4)) == 0.0
+
+
+@pytest.mark.parametrize("scale", [0.0, math.nan, math.inf])
+def test_mase_is_nan_for_a_degenerate_scale(scale):
+    assert math.isnan(ev.mase(Y, P, scale=scale))
+
+
+def test_score_has_every_metric():
+    scores = ev.score(Y, P, scale=0.5)
+    assert tuple(scores) == ev.METRICS
+    assert scores["mae"] == pytest.approx(1.0)
+    assert scores["mase"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [ev.mae, ev.rmse, ev.mape, ev.smape, lambda y, p: ev.mase(y, p, scale=1.0)],
+)
+def test_metrics_reject_mismatched_shapes_and_empty_input(metric):
+    with pytest.raises(ValueError, match=r"y.shape=\(3,\), p.shape=\(2,\)"):
+        metric(Y, P[:2])
+    with pytest.raises(ValueError, match="must not be empty"):
+        metric(np.array([]), np.array([]))
+
+
+def test_metrics_do_not_mutate_inputs():
+    y, p = Y.copy(), P.copy()
+    ev.score(y, p, scale=1.0)
+    np.testing.assert_array_equal(y, Y)
+    np.testing.assert_array_equal(p, P)
+
+
+def test_naive_scale():
+    y = np.array([1.0, 3.0, 2.0, 6.0])
+    assert ev.naive_scale(y) == pytest.approx((2 + 1 + 4) / 3)
+    assert ev.naive_scale(y, lag=2) == pytest.approx((1 + 3) / 2)
+    assert ev.naive_scale(np.arange(10.0)) == pytest.approx(1.0)
+
+
+def test_naive_scale_errors():
+    with pytest.raises(ValueError, match=r"at least lag \+ 1 = 3 values\. Received: 2"):
+        ev.naive_scale(np.array([1.0, 2.0]), lag=2)
+    with pytest.raises(ValueError, match=r"`lag` must be > 0\. Received: lag=0"):
+        ev.naive_scale(np.arange(5.0), lag=0)
+    with pytest.raises(ValueError, match="must be 1D"):
+        ev.naive_scale(np.ones((3, 2)))
+
+
+def test_persistence_repeats_the_last_observed_value():
+    series = np.arange(10.0) * 10
+    got = ev.persistence(series, np.array([1, 4, 9]), horizon=3)
+    expected = np.array([[0.0, 0.0, 0.0], [30.0, 30.0, 30.0], [80.0, 80.0, 80.0]])
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.float64
+
+
+def test_seasonal_naive_reuses_the_last_known_season():
+    series = np.arange(20)
+    # season 3, t0 = 6: steps at rows 6..10 read rows 3, 4, 5, then 3, 4 again (7 and 8 are
+    # not known at the origin, row 5).
+    got = ev.seasonal_naive(series, np.array([6, 7]), horizon=5, season=3)
+    expected = np.array([[3, 4, 5, 3, 4], [4, 5, 6, 4, 5]], dtype=np.float64)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_seasonal_naive_with_season_one_is_persistence():
+    series = np.arange(12.0)
+    rows = np.array([3, 5, 11])
+    np.testing.assert_array_equal(
+        ev.seasonal_naive(series, rows, horizon=4, season=1),
+        ev.persistence(series, rows, horizon=4),
+    )
+
+
+def test_seasonal_naive_horizon_shorter_than_season():
+    got = ev.seasonal_naive(np.arange(30), np.array([24]), horizon=2, season=24)
+    np.testing.assert_array_equal(got, [[0.0, 1.0]])
+
+
+def test_seasonal_naive_rejects_rows_before_the_start():
+    with pytest.raises(ValueError, match=r"sample 1 \(t0=2\) needs row -1 .*season=3"):
+        ev.seasonal_naive(np.arange(10), np.array([3, 2]), horizon=2, season=3)
+    with pytest.raises(ValueError, match=r"sample 0 .* needs row -1"):
+        ev.persistence(np.arange(10), np.array([0]), horizon=1)
+
+
+def test_seasonal_naive_argument_errors():
+    with pytest.raises(ValueError, match=r"`season` must be > 0\. Received: season=0"):
+        ev.seasonal_naive(np.arange(10), np.array([5]), horizon=1, season=0)
+    with pytest.raises(ValueError, match=r"`horizon` must be > 0\. Received: horizon=0"):
+        ev.persistence(np.arange(10), np.array([5]), horizon=0)
+    with pytest.raises(ValueError, match="integer array"):
+        ev.persistence(np.arange(10), np.array([5.0]), horizon=1)
+    with pytest.raises(ValueError, match="`series` must be 1D"):
+        ev.persistence(np.ones((10, 2)), np.array([5]), horizon=1)
+    with pytest.raises(ValueError, match="past the end"):
+        ev.persistence(np.arange(10), np.array([11]), horizon=1)
+
+
+def test_baselines_do_not_mutate_inputs():
+    series, rows = np.arange(10.0), np.array([4, 5])
+    ev.seasonal_naive(series, rows, horizon=3, season=2)
+    np.testing.assert_array_equal(series, np.arange(10.0))
+    np.testing.assert_array_equal(rows, [4, 5])
+
+
+def test_ridge_forecast_recovers_a_linear_relation_from_window_views():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(80, 3))
+    # Non-contiguous (samples, timesteps=4, features=3) views, as windowing builds them.
+    x = sliding_window_view(data, 4, axis=0).transpose(0, 2, 1)
+    assert not x.flags.c_contiguous
+    last = x[:, -1, :].sum(axis=1)  # [samples]
+    y = np.stack([last, 2 * last], axis=1)  # [samples, horizon=2]
+    before = data.copy()
+    got = ev.ridge_forecast(x[:60], y[:60], x[60:], alpha=1e-6)
+    assert got.shape == (x.shape[0] - 60, 2)
+    np.testing.assert_allclose(got, y[60:], atol=1e-3)
+    np.testing.assert_array_equal(data, before)
+
+
+def test_ridge_forecast_keeps_a_horizon_of_one():
+    x = np.arange(24.0).reshape(6, 2, 2)
+    got = ev.ridge_forecast(x[:4], x[:4, -1, :1], x[4:])
+    assert got.shape == (2, 1)
+
+
+def test_ridge_forecast_shape_errors():
+    x = np.zeros((5, 2, 3))
+    with pytest.raises(ValueError, match=r"\(5, 2, 3\) and \(5, 2, 4\)"):
+        ev.ridge_forecast(x, np.zeros((5, 1)), np.zeros((5, 2, 4)))
+    with pytest.raises(ValueError, match=r"with 5 samples. Received: shape=\(4, 1\)"):
+        ev.ridge_forecast(x, np.zeros((4, 1)), x)
+
+
+def _scores():
+    return {
+        "lstm": {"kind": "model", "mae": 2.0, "rmse": 3.0, "mape": 1.0, "smape": 1.0, "mase": 0.8},
+        "gru": {"kind": "model", "mae": 1.0, "rmse": 4.0, "mape": 1.0, "smape": 1.0, "mase": 0.4},
+        "broken": {"kind": "model", "mae": math.nan, "rmse": 1.0, "mape": 1.0, "smape": 1.0,
+                   "mase": math.nan},
+        "persistence": {"kind": "baseline", "mae": 2.0, "rmse": 2.0, "mape": 1.0, "smape": 1.0,
+                        "mase": 0.8},
+    }
+
+
+def test_leaderboard_sorts_ascending_with_nan_last_and_ties_by_name():
+    scores = _scores()
+    before = repr(scores)  # repr compares nan equal to nan
+    rows = ev.leaderboard(scores, metric="mae")
+    assert [r["name"] for r in rows] == ["gru", "lstm", "persistence", "broken"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert list(rows[0]) == ["rank", "name", "kind", *ev.METRICS]
+    assert rows[2]["kind"] == "baseline"
+    assert [r["name"] for r in ev.leaderboard(scores, metric="rmse")] == [
+        "broken", "persistence", "lstm", "gru"
+    ]
+    assert repr(scores) == before
+
+
+def test_leaderboard_errors():
+    with pytest.raises(ValueError, match="Received: metric='r2'"):
+        ev.leaderboard(_scores(), metric="r2")
+    with pytest.raises(ValueError, match="Received: kind='oracle'"):
+        ev.leaderboard({"x": {"kind": "oracle", "mae": 1.0}}, metric="mae")
