@@ -1,0 +1,56 @@
+# make run  : set up .venv, start Airflow on 127.0.0.1:8080, train the bundled pipeline, report.
+# make test : install the development requirements and run the whole test suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+PIPELINE ?= seattle_weather
+CONF ?=
+# Slots of the Airflow pool that every train task runs in (models trained at once).
+export TRAINING_POOL_SLOTS ?= 2
+# Keep TensorFlow's C++ start-up chatter out of the task logs.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: run stop status test lint format install install-dev clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
+		|| { echo "Set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/python -m freshcast.localrun run --pipeline $(PIPELINE) --conf '$(CONF)'
+
+stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m freshcast.localrun stop; else echo "nothing to stop"; fi
+
+status: install
+	$(BIN)/python -m freshcast.localrun status
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: stop
+	rm -rf $(VENV) .airflow artifacts .pytest_cache .ruff_cache

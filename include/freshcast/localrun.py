@@ -1,0 +1,441 @@
+"""Run Airflow on this machine for `make run` / `make stop`, and drive it over its REST API.
+
+Starts the four Airflow 3 components that `airflow standalone` would (api-server, scheduler,
+dag-processor, triggerer) with LocalExecutor and SQLite, each as its own process group with a pid
+file and a log in AIRFLOW_HOME. Started this way rather than through `airflow standalone` so the
+scheduler's and triggerer's log servers, which bind every interface, stay off
+(`--skip-serve-logs`): with LocalExecutor the api-server reads task logs from disk. Everything
+listens on 127.0.0.1.
+
+This module never imports airflow: it runs the `airflow` CLI and talks HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL = {"success", "failed", "skipped", "upstream_failed", "removed"}
+USER = "admin"
+
+
+class LocalRunError(RuntimeError):
+    """Something the user can fix; the message says what."""
+
+
+@dataclass(frozen=True)
+class Airflow:
+    """One local Airflow installation: its home, where its API listens and how to call its CLI."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def cli(self) -> str:
+        return str(Path(sys.executable).with_name("airflow"))
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AIRFLOW_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+
+    def pid_file(self, component: str) -> Path:
+        return self.home / f"{component}.pid"
+
+    def log_file(self, component: str) -> Path:
+        return self.home / f"{component}.log"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def write_config(af: Airflow, *, dags_folder: Path | None = None, parallelism: int = 4) -> Path:
+    """Write AIRFLOW_HOME/airflow.cfg once, with fresh secrets; an existing one is kept."""
+    cfg = af.home / "airflow.cfg"
+    if cfg.exists():
+        return cfg
+    af.home.mkdir(parents=True, exist_ok=True)
+    fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    text = f"""# Written by `make run` (freshcast.localrun); secrets are random per checkout, never committed.
+[core]
+dags_folder = {dags_folder or PROJECT_ROOT / "dags"}
+plugins_folder = {PROJECT_ROOT / "plugins"}
+executor = LocalExecutor
+parallelism = {parallelism}
+load_examples = False
+fernet_key = {fernet_key}
+simple_auth_manager_users = {USER}:admin
+simple_auth_manager_all_admins = False
+execution_api_server_url = {af.url}/execution/
+
+[api]
+host = {af.host}
+port = {af.port}
+workers = 1
+
+[api_auth]
+jwt_secret = {secrets.token_urlsafe(32)}
+
+[logging]
+base_log_folder = {af.home / "logs"}
+
+[dag_processor]
+refresh_interval = 30
+min_file_process_interval = 30
+"""
+    cfg.write_text(text)
+    cfg.chmod(0o600)
+    return cfg
+
+
+def airflow_cli(af: Airflow, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [af.cli, *args], env=af.env(), capture_output=True, text=True, cwd=PROJECT_ROOT
+    )
+    if check and result.returncode != 0:
+        raise LocalRunError(
+            f"`airflow {' '.join(args)}` failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+# ---------------------------------------------------------------- processes
+
+
+def read_pid(af: Airflow, component: str) -> int | None:
+    """The pid in the component's pid file if that process is alive and is an airflow process."""
+    try:
+        pid = int(af.pid_file(component).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if "airflow" in cmdline else None  # a reused pid is somebody else's
+
+
+def start_component(af: Airflow, component: str) -> int:
+    args = {
+        "api-server": ["api-server", "--host", af.host, "--port", str(af.port), "--workers", "1"],
+        "scheduler": ["scheduler", "--skip-serve-logs"],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer", "--skip-serve-logs"],
+    }[component]
+    with open(af.log_file(component), "ab") as log:
+        proc = subprocess.Popen(
+            [af.cli, *args],
+            env=af.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,  # its own process group, so stop() takes its children too
+        )
+    af.pid_file(component).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop(af: Airflow, *, say: Callable[[str], None] = print, grace: float = 30.0) -> list[int]:
+    """Stop the processes this module started, by their pid files, and nothing else."""
+    stopped = []
+    for component in COMPONENTS:
+        pid = read_pid(af, component)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            stopped.append(pid)
+            say(f"stopping {component} (pid {pid})")
+    deadline = time.monotonic() + grace
+    for pid in stopped:
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _group_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    for component in COMPONENTS:
+        af.pid_file(component).unlink(missing_ok=True)
+    if not stopped:
+        say(f"nothing to stop: no running component has a pid file in {af.home}")
+    return stopped
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def health(af: Airflow) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"{af.url}/api/v2/monitor/health", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def _healthy(report: dict[str, Any] | None) -> bool:
+    if not report:
+        return False
+    parts = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+    return all((report.get(p) or {}).get("status") == "healthy" for p in parts)
+
+
+def up(
+    af: Airflow,
+    *,
+    pools: dict[str, int] | None = None,
+    timeout: float = 300.0,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Start whatever component is not running (reusing those that are) and wait until healthy."""
+    running = {c: read_pid(af, c) for c in COMPONENTS}
+    if all(running.values()) and _healthy(health(af)):
+        say(f"Airflow is already up at {af.url} (pids {', '.join(map(str, running.values()))})")
+        _set_pools(af, pools or {})
+        return
+    write_config(af)
+    if running["api-server"] is None and _port_open(af.host, af.port):
+        raise LocalRunError(
+            f"port {af.port} on {af.host} is taken by a program this project did not start; "
+            "stop it, or run with AIRFLOW_PORT=<free port>"
+        )
+    say(f"migrating the metadata database in {af.home}")
+    airflow_cli(af, "db", "migrate")
+    _set_pools(af, pools or {})
+    for component in COMPONENTS:
+        if running[component] is None:
+            pid = start_component(af, component)
+            say(f"started {component} (pid {pid}, log {af.log_file(component)})")
+    wait_healthy(af, timeout=timeout)
+    say(f"Airflow is up at {af.url}")
+
+
+def _set_pools(af: Airflow, pools: dict[str, int]) -> None:
+    for name, slots in pools.items():
+        airflow_cli(af, "pools", "set", name, str(slots), f"freshcast {name} slots")
+
+
+def wait_healthy(af: Airflow, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    report = None
+    while time.monotonic() < deadline:
+        report = health(af)
+        if _healthy(report):
+            return
+        dead = [c for c in COMPONENTS if read_pid(af, c) is None]
+        if dead:
+            logs = ", ".join(str(af.log_file(c)) for c in dead)
+            raise LocalRunError(f"{', '.join(dead)} exited while starting; see {logs}")
+        time.sleep(1)
+    raise LocalRunError(f"Airflow not healthy after {timeout:.0f}s: {report}; logs in {af.home}")
+
+
+# ---------------------------------------------------------------- REST client
+
+
+def password(af: Airflow, *, timeout: float = 60.0) -> str:
+    """The generated password of the admin user (the api-server writes it on first start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return json.loads(af.passwords_file.read_text())[USER]
+        time.sleep(0.5)
+    raise LocalRunError(f"no password for {USER!r} in {af.passwords_file}")
+
+
+class Client:
+    """A small client of Airflow's REST API v2, logged in as the generated admin user."""
+
+    def __init__(self, af: Airflow) -> None:
+        self.af = af
+        response = httpx.post(
+            f"{af.url}/auth/token", json={"username": USER, "password": password(af)}, timeout=30
+        )
+        if response.status_code not in (200, 201):
+            raise LocalRunError(f"login to {af.url} failed: {response.status_code} {response.text}")
+        token = response.json()["access_token"]
+        self.http = httpx.Client(
+            base_url=f"{af.url}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(path, params=params)
+        if response.status_code >= 400:
+            raise LocalRunError(f"GET {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    def wait_for_dag(self, dag_id: str, *, timeout: float = 180.0) -> dict[str, Any]:
+        """Wait until the dag-processor has parsed `dag_id`; fail early on an import error."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.http.get(f"/dags/{dag_id}")
+            if response.status_code == 200 and not response.json().get("is_stale"):
+                return response.json()
+            errors = self.get("/importErrors").get("import_errors", [])
+            if errors and response.status_code == 404:
+                details = "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
+                raise LocalRunError(f"{dag_id} is not loaded; import errors:\n{details}")
+            time.sleep(2)
+        raise LocalRunError(f"{dag_id} did not appear within {timeout:.0f}s; see the dag-processor log")
+
+    def unpause(self, dag_id: str) -> None:
+        response = self.http.patch(f"/dags/{dag_id}", json={"is_paused": False})
+        if response.status_code >= 400:
+            raise LocalRunError(f"unpausing {dag_id}: {response.status_code} {response.text}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        response = self.http.post(
+            f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}
+        )
+        if response.status_code >= 400:
+            detail = response.json().get("detail", response.text)
+            raise LocalRunError(f"triggering {dag_id} was refused: {detail}")
+        return response.json()["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.get(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances"
+        return self.get(path, limit=1000)["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        path = (f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+                "/xcomEntries/return_value")
+        return self.get(path)["value"]
+
+    def follow(
+        self, dag_id: str, run_id: str, *, say: Callable[[str], None] = print,
+        timeout: float = 3600.0, poll: float = 2.0,
+    ) -> str:
+        """Print a line per task as it finishes (or retries) until the run ends; return its state."""
+        start, seen = time.monotonic(), {}
+        while True:
+            for ti in sorted(self.task_instances(dag_id, run_id),
+                             key=lambda t: (t.get("start_date") or "~", t["map_index"])):
+                key = (ti["task_id"], ti["map_index"])
+                label = ti["task_id"]
+                if ti["map_index"] >= 0:
+                    label += f"[{ti.get('rendered_map_index') or ti['map_index']}]"
+                state = ti["state"]
+                if state in TERMINAL | {"up_for_retry"} and seen.get(key) != (state, ti["try_number"]):
+                    seen[key] = (state, ti["try_number"])
+                    took = f"{ti['duration']:.1f}s" if ti.get("duration") else "-"
+                    say(f"  [{time.monotonic() - start:6.0f}s] {label:<24} {state:<16} {took}")
+            state = self.run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                return state
+            if time.monotonic() - start > timeout:
+                raise LocalRunError(f"run {run_id} still {state} after {timeout:.0f}s")
+            time.sleep(poll)
+
+
+def format_leaderboard(board: list[dict[str, Any]], metric: str) -> str:
+    lines = [f"Leaderboard: test split, in the data's units, ranked by {metric}",
+             f"  {'rank':>4}  {'name':<22} {'kind':<9} {'MAE':>9} {'RMSE':>9} {'MASE':>7}"]
+    for row in board:
+        lines.append(f"  {row['rank']:>4}  {row['name']:<22} {row['kind']:<9} "
+                     f"{row['mae']:>9.4g} {row['rmse']:>9.4g} {row['mase']:>7.4g}")
+    return "\n".join(lines)
+
+
+def run_pipeline(
+    af: Airflow, pipeline: str, *, conf: dict[str, Any], pools: dict[str, int],
+    say: Callable[[str], None] = print,
+) -> int:
+    """`make run`: bring Airflow up, unpause and trigger the pipeline, follow it, report."""
+    dag_id = f"train_{pipeline}"
+    started = time.monotonic()
+    up(af, pools=pools, say=say)
+    client = Client(af)
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    run_id = client.trigger(dag_id, conf)
+    say(f"triggered {dag_id} run {run_id} with conf {json.dumps(conf)}")
+    state = client.follow(dag_id, run_id, say=say)
+    say(f"run {run_id}: {state} after {time.monotonic() - started:.0f}s")
+    if state == "success":
+        evaluated = client.xcom(dag_id, run_id, "evaluate")
+        reported = client.xcom(dag_id, run_id, "report")
+        say("")
+        say(format_leaderboard(evaluated["leaderboard"], evaluated["metric"]))
+        say("")
+        say(f"Report:     {reported['html']}")
+    else:
+        say(f"Task logs:  {af.home / 'logs' / f'dag_id={dag_id}'}")
+    say(f"Airflow UI: {af.url}/dags/{dag_id}  (login: {USER} / {password(af)})")
+    say("Stop it with `make stop`.")
+    return 0 if state == "success" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m freshcast.localrun", description=__doc__)
+    parser.add_argument("command", choices=["up", "run", "stop", "status", "login"])
+    parser.add_argument("--pipeline", default="seattle_weather")
+    parser.add_argument("--conf", default="", help='JSON run conf, e.g. {"epochs": 3}')
+    parser.add_argument("--training-slots", type=int,
+                        default=int(os.environ.get("TRAINING_POOL_SLOTS", "2")))
+    args = parser.parse_args(argv)
+    af = Airflow(
+        home=Path(os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow"),
+        port=int(os.environ.get("AIRFLOW_PORT", "8080")),
+    )
+    pools = {"training": args.training_slots}
+    try:
+        if args.command == "stop":
+            stop(af)
+        elif args.command == "up":
+            up(af, pools=pools)
+        elif args.command == "status":
+            pids = {c: read_pid(af, c) for c in COMPONENTS}
+            print(json.dumps({"pids": pids, "health": health(af)}, indent=2))
+            return 0 if all(pids.values()) else 1
+        elif args.command == "login":
+            print(f"{af.url}  user: {USER}  password: {password(af, timeout=1)}")
+        else:
+            try:
+                conf = json.loads(args.conf) if args.conf.strip() else {}
+            except json.JSONDecodeError as err:
+                raise LocalRunError(f"CONF is not valid JSON: {err}. Received: {args.conf}") from err
+            return run_pipeline(af, args.pipeline, conf=conf, pools=pools)
+    except LocalRunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
