@@ -183,6 +183,8 @@ def stop(af: Airflow, *, say: Callable[[str], None] = print, grace: float = 30.0
 
 
 def _group_alive(pgid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # reap the leader when it is our own child
+        os.waitpid(pgid, os.WNOHANG)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

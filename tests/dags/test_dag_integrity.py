@@ -1,0 +1,110 @@
+"""DAG integrity: every DAG file imports, every DAG follows the project's conventions, and
+parsing imports nothing heavy."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import write_tiny_pipeline
+
+HEAVY = ("tensorflow", "keras", "pandas", "sklearn", "matplotlib")
+
+
+def dagbag(pipelines_dir=None, monkeypatch=None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    if pipelines_dir is not None:
+        monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(pipelines_dir))
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return dagbag()
+
+
+def test_bundled_dags_import_without_errors(bundled):
+    assert bundled.import_errors == {}
+    assert {"train_seattle_weather", "train_seattle_weekly"} <= set(bundled.dag_ids)
+
+
+@pytest.mark.parametrize("dag_id", ["train_seattle_weather", "train_seattle_weekly"])
+def test_dag_conventions(bundled, dag_id):
+    dag = bundled.dags[dag_id]
+    assert dag.doc_md and dag_id in dag.doc_md
+    assert "freshcast" in dag.tags and "training" in dag.tags
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.default_args["owner"] == "freshcast"
+    for task in dag.tasks:
+        assert task.retries >= 2, task.task_id
+        assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=2)
+    order = ["ingest", "validate", "split_scale", "window", "train", "evaluate", "report"]
+    assert [t.task_id for t in dag.topological_sort()] == order
+    assert dag.get_task("train").pool == "training"
+    assert set(dag.params.keys()) == {"epochs", "models"}
+
+
+def test_schedules_come_from_the_specs(bundled):
+    weather = bundled.dags["train_seattle_weather"]
+    weekly = bundled.dags["train_seattle_weekly"]
+    assert weather.timetable.expression == "0 0 * * 0"  # @weekly
+    assert weekly.timetable.expression == "0 0 1 * *"  # @monthly
+    # A missed tick is not fired at unpause (see forecast_pipelines._schedule).
+    assert weather.timetable.run_immediately == timedelta(0)
+
+
+def test_train_is_mapped_over_the_specs_models(bundled):
+    train = bundled.dags["train_seattle_weather"].get_task("train")
+    assert train.op_kwargs_expand_input.value == {"model_name": ["lstm", "gru"]}
+
+
+def test_parsing_imports_no_heavy_module():
+    """A fresh interpreter parses dags/ and must not have loaded TensorFlow, pandas or sklearn."""
+    code = (
+        "import sys, json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(PROJECT_ROOT / 'dags')!r})\n"
+        f"print(json.dumps({{'dags': sorted(bag.dag_ids), 'errors': bag.import_errors,"
+        f" 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert "train_seattle_weather" in result["dags"]
+    assert result["heavy"] == []
+
+
+def test_broken_spec_is_an_import_error_and_other_pipelines_still_load(tmp_path, monkeypatch):
+    write_tiny_pipeline(tmp_path, name="good")
+    write_tiny_pipeline(tmp_path, name="broken", models=[{"type": "lstm", "units": [0]}])
+    bag = dagbag(tmp_path, monkeypatch)
+    assert "train_good" in bag.dag_ids
+    assert "train_broken" not in bag.dag_ids
+    assert list(bag.import_errors) == [str(PROJECT_ROOT / "dags" / "spec_errors.py")]
+    message = next(iter(bag.import_errors.values()))
+    assert str(tmp_path / "broken.yaml") in message
+    assert "models.0.units.0" in message
+    assert "greater than 0" in message
+
+
+def test_conf_is_validated_against_params(bundled):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    def validated(conf):
+        params = copy.deepcopy(bundled.dags["train_seattle_weather"].params)
+        params.update(conf)
+        return params.validate()
+
+    assert validated({"epochs": 3, "models": ["gru"]}) == {"epochs": 3, "models": ["gru"]}
+    assert validated({}) == {"epochs": None, "models": ["lstm", "gru"]}
+    for bad in ({"epochs": "abc"}, {"epochs": 0}, {"models": ["transformer"]}, {"models": []}):
+        with pytest.raises(ParamValidationError):
+            validated(bad)

@@ -1,0 +1,79 @@
+"""The real scheduler path: api-server, scheduler, dag-processor and triggerer with LocalExecutor,
+started by the same code as `make run`, run the tiny pipeline; success is read over REST."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from freshcast import localrun
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def airflow(tmp_path, tiny, monkeypatch):
+    af = localrun.Airflow(home=tmp_path / "airflow-home", port=free_port())
+    monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
+    localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
+    bystander = subprocess.Popen(["sleep", "300"])  # not ours: stop() must leave it alone
+    try:
+        yield af
+    finally:
+        stopped = localrun.stop(af, say=lambda _: None)
+        assert bystander.poll() is None, "stop() killed a process it did not start"
+        bystander.kill()
+        for pid in stopped:
+            assert not localrun._group_alive(pid)
+
+
+def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
+    lines: list[str] = []
+    code = localrun.run_pipeline(
+        airflow, "tiny", conf={"epochs": 1}, pools={"training": 1}, say=lines.append
+    )
+    output = "\n".join(lines)
+    assert code == 0, output
+    assert "Leaderboard" in output and "persistence" in output and "Report:" in output
+    for task in ("ingest", "validate", "split_scale", "window", "train[lstm]", "train[gru]",
+                 "evaluate", "report"):
+        assert f"] {task} " in output, task
+    # Every component listens on loopback only, and the log servers are off.
+    assert f"127.0.0.1:{airflow.port}" in output
+    client = localrun.Client(airflow)
+    runs = client.get("/dags/train_tiny/dagRuns")["dag_runs"]
+    assert [r["state"] for r in runs] == ["success"]  # no surprise scheduled run beside it
+    run_dir = Path(client.xcom("train_tiny", runs[0]["dag_run_id"], "report")["html"]).parents[1]
+    assert run_dir.parent == tiny["artifacts"] / "tiny" / "runs"
+    # The pool that make run creates is the one train used.
+    tis = client.task_instances("train_tiny", runs[0]["dag_run_id"])
+    assert {ti["pool"] for ti in tis if ti["task_id"] == "train"} == {"training"}
+
+    # A second `up` reuses the running components.
+    again: list[str] = []
+    localrun.up(airflow, pools={"training": 1}, say=again.append)
+    assert "already up" in again[0]
+
+    # The CLI refuses a conf that does not match the Params, with the reason.
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "dags", "trigger", "train_tiny",
+         "--conf", json.dumps({"epochs": "abc"})],
+        capture_output=True, text=True, env={**os.environ, "AIRFLOW_HOME": str(airflow.home)},
+    )
+    assert result.returncode != 0
+    assert "Invalid input for param epochs" in result.stdout + result.stderr
+    with pytest.raises(localrun.LocalRunError, match="epochs"):
+        client.trigger("train_tiny", {"epochs": 0})
