@@ -48,13 +48,15 @@ against persistence, seasonal naive (season {spec.season_length}) and ridge, ran
 `{spec.metric}` in the data's own units.
 
 Tasks: ingest -> validate -> split_scale -> window -> train (one mapped task per model, pool
-`{TRAINING_POOL}`) -> evaluate -> report. Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`.
+`{TRAINING_POOL}`) -> evaluate -> report.
+Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`.
 
 | model | type | units | loss | max epochs | patience |
 |---|---|---|---|---|---|
 {models}
 
-Trigger with options: `airflow dags trigger {spec.dag_id} --conf '{{"epochs": 3, "models": ["{spec.models[0].name}"]}}'`
+Trigger with options:
+`airflow dags trigger {spec.dag_id} --conf '{{"epochs": 3, "models": ["{spec.models[0].name}"]}}'`
 """
 
 

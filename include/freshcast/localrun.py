@@ -81,7 +81,7 @@ def write_config(af: Airflow, *, dags_folder: Path | None = None, parallelism: i
         return cfg
     af.home.mkdir(parents=True, exist_ok=True)
     fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    text = f"""# Written by `make run` (freshcast.localrun); secrets are random per checkout, never committed.
+    text = f"""# Written by `make run` (freshcast.localrun). Random secrets: never commit.
 [core]
 dags_folder = {dags_folder or PROJECT_ROOT / "dags"}
 plugins_folder = {PROJECT_ROOT / "plugins"}
@@ -311,7 +311,9 @@ class Client:
                 details = "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
                 raise LocalRunError(f"{dag_id} is not loaded; import errors:\n{details}")
             time.sleep(2)
-        raise LocalRunError(f"{dag_id} did not appear within {timeout:.0f}s; see the dag-processor log")
+        raise LocalRunError(
+            f"{dag_id} did not appear within {timeout:.0f}s; see the dag-processor log"
+        )
 
     def unpause(self, dag_id: str) -> None:
         response = self.http.patch(f"/dags/{dag_id}", json={"is_paused": False})
@@ -335,25 +337,37 @@ class Client:
         return self.get(path, limit=1000)["task_instances"]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        path = (f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
-                "/xcomEntries/return_value")
+        path = (
+            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+            "/xcomEntries/return_value"
+        )
         return self.get(path)["value"]
 
     def follow(
-        self, dag_id: str, run_id: str, *, say: Callable[[str], None] = print,
-        timeout: float = 3600.0, poll: float = 2.0,
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        say: Callable[[str], None] = print,
+        timeout: float = 3600.0,
+        poll: float = 2.0,
     ) -> str:
-        """Print a line per task as it finishes (or retries) until the run ends; return its state."""
+        """Print a line per task as it ends (or retries) until the run ends; return its state."""
         start, seen = time.monotonic(), {}
         while True:
-            for ti in sorted(self.task_instances(dag_id, run_id),
-                             key=lambda t: (t.get("start_date") or "~", t["map_index"])):
+            for ti in sorted(
+                self.task_instances(dag_id, run_id),
+                key=lambda t: (t.get("start_date") or "~", t["map_index"]),
+            ):
                 key = (ti["task_id"], ti["map_index"])
                 label = ti["task_id"]
                 if ti["map_index"] >= 0:
                     label += f"[{ti.get('rendered_map_index') or ti['map_index']}]"
                 state = ti["state"]
-                if state in TERMINAL | {"up_for_retry"} and seen.get(key) != (state, ti["try_number"]):
+                if state in TERMINAL | {"up_for_retry"} and seen.get(key) != (
+                    state,
+                    ti["try_number"],
+                ):
                     seen[key] = (state, ti["try_number"])
                     took = f"{ti['duration']:.1f}s" if ti.get("duration") else "-"
                     say(f"  [{time.monotonic() - start:6.0f}s] {label:<24} {state:<16} {took}")
@@ -366,16 +380,24 @@ class Client:
 
 
 def format_leaderboard(board: list[dict[str, Any]], metric: str) -> str:
-    lines = [f"Leaderboard: test split, in the data's units, ranked by {metric}",
-             f"  {'rank':>4}  {'name':<22} {'kind':<9} {'MAE':>9} {'RMSE':>9} {'MASE':>7}"]
+    lines = [
+        f"Leaderboard: test split, in the data's units, ranked by {metric}",
+        f"  {'rank':>4}  {'name':<22} {'kind':<9} {'MAE':>9} {'RMSE':>9} {'MASE':>7}",
+    ]
     for row in board:
-        lines.append(f"  {row['rank']:>4}  {row['name']:<22} {row['kind']:<9} "
-                     f"{row['mae']:>9.4g} {row['rmse']:>9.4g} {row['mase']:>7.4g}")
+        lines.append(
+            f"  {row['rank']:>4}  {row['name']:<22} {row['kind']:<9} "
+            f"{row['mae']:>9.4g} {row['rmse']:>9.4g} {row['mase']:>7.4g}"
+        )
     return "\n".join(lines)
 
 
 def run_pipeline(
-    af: Airflow, pipeline: str, *, conf: dict[str, Any], pools: dict[str, int],
+    af: Airflow,
+    pipeline: str,
+    *,
+    conf: dict[str, Any],
+    pools: dict[str, int],
     say: Callable[[str], None] = print,
 ) -> int:
     """`make run`: bring Airflow up, unpause and trigger the pipeline, follow it, report."""
@@ -408,8 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "run", "stop", "status", "login"])
     parser.add_argument("--pipeline", default="seattle_weather")
     parser.add_argument("--conf", default="", help='JSON run conf, e.g. {"epochs": 3}')
-    parser.add_argument("--training-slots", type=int,
-                        default=int(os.environ.get("TRAINING_POOL_SLOTS", "2")))
+    parser.add_argument(
+        "--training-slots", type=int, default=int(os.environ.get("TRAINING_POOL_SLOTS", "2"))
+    )
     args = parser.parse_args(argv)
     af = Airflow(
         home=Path(os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow"),
@@ -431,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 conf = json.loads(args.conf) if args.conf.strip() else {}
             except json.JSONDecodeError as err:
-                raise LocalRunError(f"CONF is not valid JSON: {err}. Received: {args.conf}") from err
+                raise LocalRunError(
+                    f"CONF is not valid JSON: {err}. Received: {args.conf}"
+                ) from err
             return run_pipeline(af, args.pipeline, conf=conf, pools=pools)
     except LocalRunError as err:
         print(f"error: {err}", file=sys.stderr)

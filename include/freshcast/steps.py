@@ -101,8 +101,7 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
         step="ingest",
         inputs={f"source_{i}": f for i, f in enumerate(files)} | {"spec_file": spec.spec_path},
         outputs={"snapshot": snapshot, "spec": spec_json},
-        params={"cutoff": cutoff.isoformat() if cutoff else None,
-                "source": source_location(spec)},
+        params={"cutoff": cutoff.isoformat() if cutoff else None, "source": source_location(spec)},
         shapes={"snapshot": list(frame.shape)},
     )
     log.info("ingested %d rows from %s up to %s", len(frame), source_location(spec), cutoff)
@@ -146,9 +145,12 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
     scaled = scaler.transform(values)  # float32 [rows, columns]
     bounds = np.cumsum([0, train, val, test])
     splits = {
-        name: {"rows": int(bounds[i + 1] - bounds[i]), "first_row": int(bounds[i]),
-               "start": frame.index[bounds[i]].isoformat(),
-               "end": frame.index[bounds[i + 1] - 1].isoformat()}
+        name: {
+            "rows": int(bounds[i + 1] - bounds[i]),
+            "first_row": int(bounds[i]),
+            "start": frame.index[bounds[i]].isoformat(),
+            "end": frame.index[bounds[i + 1] - 1].isoformat(),
+        }
         for i, name in enumerate(SPLITS)
     }
     out = artifacts.reset_dir(run / "split_scale")
@@ -165,8 +167,11 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
         params={"scaler": spec.scaler, "columns": spec.columns},
         shapes={"scaled": list(scaled.shape)},
     )
-    return {"run_dir": str(run), "splits": {k: v["rows"] for k, v in splits.items()},
-            "scaled_shape": list(scaled.shape)}
+    return {
+        "run_dir": str(run),
+        "splits": {k: v["rows"] for k, v in splits.items()},
+        "scaled_shape": list(scaled.shape),
+    }
 
 
 @_timed
@@ -187,8 +192,11 @@ def window(run_dir: str | Path) -> dict[str, Any]:
         "ranges": {s: list(r) for s, r in ranges.items()},
     }
     windows = make_windows(
-        scaled, timesteps=spec.window, horizon=spec.horizon,
-        inputs=layout["inputs"], target=layout["target"],
+        scaled,
+        timesteps=spec.window,
+        horizon=spec.horizon,
+        inputs=layout["inputs"],
+        target=layout["target"],
     )
     shapes = {}
     for s in SPLITS:
@@ -224,17 +232,31 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
     windows, layout = load_windows(run)
     max_epochs = epochs or mspec.epochs
     model = build_model(
-        mspec, timesteps=layout["timesteps"], features=layout["inputs"],
-        horizon=layout["horizon"], seed=spec.seed,
+        mspec,
+        timesteps=layout["timesteps"],
+        features=layout["inputs"],
+        horizon=layout["horizon"],
+        seed=spec.seed,
     )
     out = run / "train" / model_name
     work = run / "train_work" / model_name  # survives a retry, so BackupAndRestore can resume
     artifacts.reset_dir(out)
-    log.info("training %s on %s windows, validating on %s", model_name,
-             windows["train"].x.shape, windows["val"].x.shape)
+    log.info(
+        "training %s on %s windows, validating on %s",
+        model_name,
+        windows["train"].x.shape,
+        windows["val"].x.shape,
+    )
     history = fit(
-        model, windows["train"], windows["val"], batch_size=mspec.batch_size, epochs=max_epochs,
-        patience=mspec.patience, work_dir=work, seed=spec.seed, log=log.info,
+        model,
+        windows["train"],
+        windows["val"],
+        batch_size=mspec.batch_size,
+        epochs=max_epochs,
+        patience=mspec.patience,
+        work_dir=work,
+        seed=spec.seed,
+        log=log.info,
     )
     model_path = out / "model.keras"
     with artifacts.atomic_path(model_path) as tmp:
@@ -245,11 +267,17 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
     manifest = write_manifest(
         out,
         step="train",
-        inputs={"scaled": output_path(run / "split_scale", "scaled", verify=False),
-                "layout": output_path(run / "window", "layout", verify=False)},
+        inputs={
+            "scaled": output_path(run / "split_scale", "scaled", verify=False),
+            "layout": output_path(run / "window", "layout", verify=False),
+        },
         outputs={"model": model_path, "history": history_path},
-        params={"model": mspec.model_dump(mode="json"), "max_epochs": max_epochs,
-                "seed": spec.seed, **describe_model(model)},
+        params={
+            "model": mspec.model_dump(mode="json"),
+            "max_epochs": max_epochs,
+            "seed": spec.seed,
+            **describe_model(model),
+        },
         shapes={"train": list(windows["train"].x.shape), "val": list(windows["val"].x.shape)},
     )
     return {
@@ -292,43 +320,74 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     forecasts: dict[str, tuple[str, np.ndarray]] = {}
     for result in sorted(trained, key=lambda t: t["model"]):
         model = load_model(Path(result["path"]), sha256=result["sha256"])
-        forecasts[result["model"]] = ("model", to_units(predict(model, windows["test"],
-                                                                batch_size=256)))
-    forecasts["persistence"] = ("baseline", evaluation.persistence(
-        series, target_rows, horizon=horizon))
-    forecasts[f"seasonal_naive_{spec.season_length}"] = ("baseline", evaluation.seasonal_naive(
-        series, target_rows, horizon=horizon, season=spec.season_length))
-    forecasts["ridge"] = ("baseline", to_units(evaluation.ridge_forecast(
-        windows["train"].x, windows["train"].y, windows["test"].x)))
+        forecasts[result["model"]] = (
+            "model",
+            to_units(predict(model, windows["test"], batch_size=256)),
+        )
+    forecasts["persistence"] = (
+        "baseline",
+        evaluation.persistence(series, target_rows, horizon=horizon),
+    )
+    forecasts[f"seasonal_naive_{spec.season_length}"] = (
+        "baseline",
+        evaluation.seasonal_naive(series, target_rows, horizon=horizon, season=spec.season_length),
+    )
+    forecasts["ridge"] = (
+        "baseline",
+        to_units(
+            evaluation.ridge_forecast(windows["train"].x, windows["train"].y, windows["test"].x)
+        ),
+    )
 
-    scores = {name: {"kind": kind, **evaluation.score(actual, pred, scale=scale)}
-              for name, (kind, pred) in forecasts.items()}
+    scores = {
+        name: {"kind": kind, **evaluation.score(actual, pred, scale=scale)}
+        for name, (kind, pred) in forecasts.items()
+    }
     board = evaluation.leaderboard(scores, metric=spec.metric)
     times = frame.index[(target_rows[:, None] + np.arange(horizon)).ravel()]  # [n * horizon]
     predictions = pd.concat(
-        pd.DataFrame({"time": times, "step": np.tile(np.arange(1, horizon + 1),
-                                                                 len(target_rows)),
-                      "name": name, "actual": actual.ravel(), "prediction": pred.ravel()})
+        pd.DataFrame(
+            {
+                "time": times,
+                "step": np.tile(np.arange(1, horizon + 1), len(target_rows)),
+                "name": name,
+                "actual": actual.ravel(),
+                "prediction": pred.ravel(),
+            }
+        )
         for name, (_, pred) in forecasts.items()
     )
     out = artifacts.reset_dir(run / "evaluate")
-    metrics = {"metric": spec.metric, "mase_scale": scale, "test_windows": len(target_rows),
-               "horizon": horizon, "scores": scores}
+    metrics = {
+        "metric": spec.metric,
+        "mase_scale": scale,
+        "test_windows": len(target_rows),
+        "horizon": horizon,
+        "scores": scores,
+    }
     outputs = {
         "metrics": artifacts.write_json(out / "metrics.json", metrics),
         "leaderboard": artifacts.write_json(out / "leaderboard.json", board),
         "leaderboard_csv": _save_csv(out / "leaderboard.csv", pd.DataFrame(board)),
-        "predictions": _save_parquet(out / "predictions.parquet",
-                                     predictions.reset_index(drop=True)),
+        "predictions": _save_parquet(
+            out / "predictions.parquet", predictions.reset_index(drop=True)
+        ),
     }
     write_manifest(
-        out, step="evaluate",
+        out,
+        step="evaluate",
         inputs={t["model"]: Path(t["path"]) for t in trained},
-        outputs=outputs, params={"metric": spec.metric, "season_length": spec.season_length},
+        outputs=outputs,
+        params={"metric": spec.metric, "season_length": spec.season_length},
         shapes={"test": [len(target_rows), horizon]},
     )
-    return {"run_dir": str(run), "metric": spec.metric, "best": board[0]["name"],
-            "leaderboard": board, "test_windows": len(target_rows)}
+    return {
+        "run_dir": str(run),
+        "metric": spec.metric,
+        "best": board[0]["name"],
+        "leaderboard": board,
+        "test_windows": len(target_rows),
+    }
 
 
 @_timed
@@ -345,12 +404,21 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
         if row["kind"] == "model":
             histories[row["name"]] = read_json(output_path(run / "train" / row["name"], "history"))
     out = artifacts.reset_dir(run / "report")
-    files = write_report(out, pipeline=spec.name, run_id=run_id, metric=spec.metric,
-                         leaderboard=board, histories=histories, predictions=predictions)
-    write_manifest(out, step="report",
-                   inputs={"leaderboard": output_path(run / "evaluate", "leaderboard",
-                                                      verify=False)},
-                   outputs={k: Path(v) for k, v in files.items()})
+    files = write_report(
+        out,
+        pipeline=spec.name,
+        run_id=run_id,
+        metric=spec.metric,
+        leaderboard=board,
+        histories=histories,
+        predictions=predictions,
+    )
+    write_manifest(
+        out,
+        step="report",
+        inputs={"leaderboard": output_path(run / "evaluate", "leaderboard", verify=False)},
+        outputs={k: Path(v) for k, v in files.items()},
+    )
     return {"run_dir": str(run), "html": str(files["html"]), "best": board[0]["name"]}
 
 

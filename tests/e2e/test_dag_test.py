@@ -65,7 +65,9 @@ def test_conf_selects_models_and_skips_the_rest(airflow_db, tiny):
     assert got[("train", 0)] == "skipped"  # lstm
     assert got[("train", 1)] == "success"  # gru
     assert got[("evaluate", -1)] == "success"
-    board = json.loads((only_run_dir(tiny["artifacts"]) / "evaluate" / "leaderboard.json").read_text())
+    board = json.loads(
+        (only_run_dir(tiny["artifacts"]) / "evaluate" / "leaderboard.json").read_text()
+    )
     assert {row["name"] for row in board if row["kind"] == "model"} == {"gru"}
 
 

@@ -48,8 +48,16 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     output = "\n".join(lines)
     assert code == 0, output
     assert "Leaderboard" in output and "persistence" in output and "Report:" in output
-    for task in ("ingest", "validate", "split_scale", "window", "train[lstm]", "train[gru]",
-                 "evaluate", "report"):
+    for task in (
+        "ingest",
+        "validate",
+        "split_scale",
+        "window",
+        "train[lstm]",
+        "train[gru]",
+        "evaluate",
+        "report",
+    ):
         assert f"] {task} " in output, task
     # Every component listens on loopback only, and the log servers are off.
     assert f"127.0.0.1:{airflow.port}" in output
@@ -69,9 +77,17 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
 
     # The CLI refuses a conf that does not match the Params, with the reason.
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("airflow")), "dags", "trigger", "train_tiny",
-         "--conf", json.dumps({"epochs": "abc"})],
-        capture_output=True, text=True, env={**os.environ, "AIRFLOW_HOME": str(airflow.home)},
+        [
+            str(Path(sys.executable).with_name("airflow")),
+            "dags",
+            "trigger",
+            "train_tiny",
+            "--conf",
+            json.dumps({"epochs": "abc"}),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW_HOME": str(airflow.home)},
     )
     assert result.returncode != 0
     assert "Invalid input for param epochs" in result.stdout + result.stderr
