@@ -33,8 +33,12 @@ class ArtifactError(RuntimeError):
 
 
 def artifact_root() -> Path:
-    """The store's root: env FRESHCAST_ARTIFACT_ROOT, else `<project>/artifacts`."""
-    return Path(os.environ.get(ARTIFACT_ROOT_ENV) or PROJECT_ROOT / "artifacts")
+    """The store's root: env FRESHCAST_ARTIFACT_ROOT, else `<project>/artifacts`.
+
+    A relative value is taken from the project folder, so every task process, whatever its
+    working directory, resolves the same root.
+    """
+    return PROJECT_ROOT / (os.environ.get(ARTIFACT_ROOT_ENV) or "artifacts")
 
 
 def safe_run_id(run_id: str) -> str:
@@ -66,9 +70,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+    )
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp makes 0600; artifacts are read by other workers and users
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -118,7 +125,7 @@ def library_versions() -> dict[str, str]:
 
 def describe(path: Path) -> dict[str, Any]:
     """Name, size and sha256 of one file, relative to nothing (absolute path)."""
-    path = Path(path)
+    path = Path(path).absolute()  # later tasks may run in another working directory
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 

@@ -47,9 +47,7 @@ def smape(y: np.ndarray, p: np.ndarray) -> float:
     """Symmetric MAPE in percent: mean of 200 * |y - p| / (|y| + |p|); a 0/0 term counts as 0."""
     y, p = _flat_pair(y, p)
     denom = np.abs(y) + np.abs(p)
-    terms = np.divide(
-        200.0 * np.abs(y - p), denom, out=np.zeros_like(denom), where=denom > 0
-    )
+    terms = np.divide(200.0 * np.abs(y - p), denom, out=np.zeros_like(denom), where=denom > 0)
     return float(np.mean(terms))
 
 
@@ -231,8 +229,7 @@ def _flat_pair(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     if y.shape != p.shape:
         raise ValueError(
-            f"`y` and `p` must have the same shape. Received: y.shape={y.shape}, "
-            f"p.shape={p.shape}"
+            f"`y` and `p` must have the same shape. Received: y.shape={y.shape}, p.shape={p.shape}"
         )
     if y.size == 0:
         raise ValueError(f"`y` and `p` must not be empty. Received: shape={y.shape}")

@@ -21,8 +21,12 @@ from matplotlib.ticker import MaxNLocator
 from freshcast.artifacts import atomic_path, write_bytes
 
 PREDICTION_COLUMNS = ("time", "step", "name", "actual", "prediction")
-FILES = {"loss": "loss.png", "forecast": "forecast.png", "leaderboard": "leaderboard.png",
-         "html": "index.html"}
+FILES = {
+    "loss": "loss.png",
+    "forecast": "forecast.png",
+    "leaderboard": "leaderboard.png",
+    "html": "index.html",
+}
 _NOT_METRICS = ("rank", "name", "kind")
 _KIND_COLOURS = {"model": "tab:blue", "baseline": "tab:gray"}
 
@@ -123,13 +127,17 @@ def _forecast_figure(predictions: pd.DataFrame, names: list[str]) -> Figure:
     step1 = predictions[predictions["step"] == 1]
     step1 = step1.assign(time=_utc_naive(step1["time"])).sort_values("time", kind="stable")
     actual = step1.drop_duplicates("time")  # every entry carries the same actuals
-    ax.plot(actual["time"].to_numpy(), actual["actual"].to_numpy(), color="black",
-            linewidth=1.5, label="actual")
+    ax.plot(
+        actual["time"].to_numpy(),
+        actual["actual"].to_numpy(),
+        color="black",
+        linewidth=1.5,
+        label="actual",
+    )
     for name in names:
         rows = step1[step1["name"] == name]
         if not rows.empty:
-            ax.plot(rows["time"].to_numpy(), rows["prediction"].to_numpy(), linewidth=1,
-                    label=name)
+            ax.plot(rows["time"].to_numpy(), rows["prediction"].to_numpy(), linewidth=1, label=name)
     ax.set_title("test split, one step ahead")
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel("target")
@@ -199,11 +207,11 @@ img {{ max-width: 100%; }}
 value) on the training split. MASE &lt; 1 means the forecast errs less than that naive forecast;
 MASE &gt; 1 means it errs more. MAPE leaves out points whose actual value is 0.</p>
 <h2>Forecasts</h2>
-<img src="{FILES['forecast']}" alt="actual vs predicted, one step ahead">
+<img src="{FILES["forecast"]}" alt="actual vs predicted, one step ahead">
 <h2>Leaderboard</h2>
-<img src="{FILES['leaderboard']}" alt="{esc(metric)} per model and baseline">
+<img src="{FILES["leaderboard"]}" alt="{esc(metric)} per model and baseline">
 <h2>Training</h2>
-<img src="{FILES['loss']}" alt="training and validation loss per epoch">
+<img src="{FILES["loss"]}" alt="training and validation loss per epoch">
 </body>
 </html>
 """

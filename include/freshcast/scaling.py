@@ -34,14 +34,23 @@ class ScalerParams:
         return (scaled - np.asarray(self.offset)) / np.asarray(self.scale)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "columns": self.columns, "scale": self.scale,
-                "offset": self.offset}
+        return {
+            "kind": self.kind,
+            "columns": self.columns,
+            "scale": self.scale,
+            "offset": self.offset,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScalerParams:
-        params = cls(kind=data["kind"], columns=list(data["columns"]),
-                     scale=[float(v) for v in data["scale"]],
-                     offset=[float(v) for v in data["offset"]])
+        if data.get("kind") not in ("minmax", "standard"):
+            raise ValueError(f"scaler JSON has an unknown kind. Received: {data.get('kind')!r}")
+        params = cls(
+            kind=data["kind"],
+            columns=list(data["columns"]),
+            scale=[float(v) for v in data["scale"]],
+            offset=[float(v) for v in data["offset"]],
+        )
         if not (len(params.columns) == len(params.scale) == len(params.offset)):
             raise ValueError(f"scaler JSON has mismatched lengths: {data}")
         return params
@@ -66,8 +75,9 @@ def fit_scaler(kind: ScalerKind, train: np.ndarray, columns: list[str]) -> Scale
         offset = -std.mean_ * scale
     else:
         raise ValueError(f"`kind` must be 'minmax' or 'standard'. Received: kind={kind!r}")
-    return ScalerParams(kind=kind, columns=list(columns), scale=scale.tolist(),
-                        offset=offset.tolist())
+    return ScalerParams(
+        kind=kind, columns=list(columns), scale=scale.tolist(), offset=offset.tolist()
+    )
 
 
 def _check_2d(array: np.ndarray, columns: int) -> np.ndarray:

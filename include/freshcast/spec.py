@@ -19,6 +19,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -194,17 +195,33 @@ class PipelineSpec(_Strict):
             data["models"] = _fill_model_names(models)
         return data
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> PipelineSpec:
-        names = [m.name for m in self.models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+    # Cross-field checks live on the field they blame, so the message names that field.
+    @field_validator("target")
+    @classmethod
+    def _target_not_timestamp(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("timestamp"):
+            raise ValueError(f"the timestamp column {value!r} cannot be the target")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"`features` lists a column twice: {value}")
+        timestamp = info.data.get("timestamp")
+        # A target that is the timestamp is reported on `target` (features default to it).
+        if timestamp in value and "target" in info.data:
+            raise ValueError(f"the timestamp column {timestamp!r} cannot be a feature")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_names(cls, value: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in value]
+        duplicates = sorted({n for n in names if n is not None and names.count(n) > 1})
         if duplicates:
             raise ValueError(f"model names must be unique; repeated: {duplicates}")
-        if len(set(self.features)) != len(self.features):
-            raise ValueError(f"`features` lists a column twice: {self.features}")
-        if self.timestamp in self.features or self.timestamp == self.target:
-            raise ValueError(f"the timestamp column {self.timestamp!r} cannot be a feature/target")
-        return self
+        return value
 
     @property
     def dag_id(self) -> str:
@@ -330,7 +347,9 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: {err.error_count()} problem(s) in the pipeline spec"]
     for e in err.errors(include_url=False):
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        received = "" if e["type"] == "missing" else f" Received: {e.get('input')!r}"
+        received = f" Received: {e.get('input')!r}"
+        if e["type"] == "missing" or received.strip() in e["msg"]:
+            received = ""  # a validator's own message may already say what it received
         lines.append(f"  field '{field}': {e['msg']}.{received}")
     lines.append("  Fix the field(s) above; README.md lists every field with its default.")
     return "\n".join(lines)

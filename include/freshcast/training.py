@@ -22,10 +22,12 @@ from freshcast.windowing import Windows, batch_index
 class WindowBatches(keras.utils.PyDataset):
     """Feeds Keras batches gathered from zero-copy window views; reshuffled every epoch."""
 
-    def __init__(self, windows: Windows, *, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self, windows: Windows, *, batch_size: int, shuffle: bool, seed: int, first_epoch: int = 0
+    ) -> None:
         super().__init__()
         self.windows, self.batch_size, self.shuffle, self.seed = windows, batch_size, shuffle, seed
-        self._epoch = 0
+        self._epoch = first_epoch  # a resumed fit continues the same sequence of orders
         self._index = self._plan()
 
     def _plan(self) -> list[np.ndarray]:
@@ -87,29 +89,47 @@ def fit(
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     backup, epoch_log = work_dir / "backup", work_dir / "epochs.csv"
-    if not backup.exists():  # a fresh attempt: forget any earlier, finished attempt's log
+    checkpoint = work_dir / "checkpoint.keras"
+    if not backup.exists():  # a fresh attempt: forget any earlier, finished attempt's files
         epoch_log.unlink(missing_ok=True)
+        checkpoint.unlink(missing_ok=True)
+        done: dict[str, list[float]] = {}
     else:
+        done = read_epoch_log(epoch_log) if epoch_log.exists() else {}
         log(f"{model.name}: resuming from the backup in {backup}")
+    # Callbacks start afresh on a resume; seeding the checkpoint with the best val_loss so far
+    # keeps checkpoint.keras the best model over every attempt.
+    best_so_far = min(done.get("val_loss", []), default=None)
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir=str(backup)),
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True
         ),
         keras.callbacks.ModelCheckpoint(
-            str(work_dir / "checkpoint.keras"), monitor="val_loss", save_best_only=True
+            str(checkpoint),
+            monitor="val_loss",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
         ),
         keras.callbacks.CSVLogger(str(epoch_log), append=True),
         EpochLog(log, name=model.name, epochs=epochs),
     ]
     model.fit(
-        WindowBatches(train, batch_size=batch_size, shuffle=True, seed=seed),
+        WindowBatches(
+            train,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            first_epoch=len(done.get("epoch", [])),
+        ),
         validation_data=WindowBatches(val, batch_size=batch_size, shuffle=False, seed=seed),
         epochs=epochs,
         callbacks=callbacks,
         verbose=0,
     )
     shutil.rmtree(backup, ignore_errors=True)
+    if checkpoint.exists():  # the best weights over all attempts, not just this one
+        model.load_weights(checkpoint)
     return read_epoch_log(epoch_log)
 
 

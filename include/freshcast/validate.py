@@ -65,7 +65,7 @@ def validate_frame(
 
     frame, filled = _fill_gaps(frame, spec, fail)
     _check_finite(frame, fail)
-    _check_not_constant(frame, fail)
+    _check_not_constant(frame, spec.target, fail)
     sizes = _check_enough_rows(len(frame), spec, fail)
     report = ValidationReport(
         rows=len(frame),
@@ -188,21 +188,31 @@ def _check_finite(frame: pd.DataFrame, fail) -> None:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             i = int(bad[0])
-            what = "NaN" if np.isnan(values[i]) else "inf"
+            if np.isnan(values[i]):
+                raise fail(
+                    f"column {column!r} at {frame.index[i]}: NaN left after the gap policy "
+                    f"({bad.size} such value(s)); a gap at the start or end cannot be filled. "
+                    "Trim or repair the data."
+                )
             raise fail(
-                f"column {column!r} at {frame.index[i]}: {what} left after the gap policy "
-                f"({bad.size} such value(s)); a gap at the start or end cannot be filled. "
-                "Trim or repair the data."
+                f"column {column!r} at {frame.index[i]}: {values[i]} value ({bad.size} "
+                "non-finite value(s)); features and target must be finite numbers. Replace it "
+                "in the data, or leave the cell empty for the `gaps` policy to fill."
             )
 
 
-def _check_not_constant(frame: pd.DataFrame, fail) -> None:
+def _check_not_constant(frame: pd.DataFrame, target: str, fail) -> None:
     for column in frame.columns:
         values = frame[column].to_numpy()
         if values.min() == values.max():
+            fix = (
+                "Check the source, or choose another `target`."
+                if column == target
+                else "Remove it from `features`."
+            )
             raise fail(
-                f"column {column!r} is constant ({values[0]!r}); it carries no signal and cannot "
-                "be scaled. Remove it from `features`."
+                f"column {column!r} is constant ({float(values[0])!r}); it carries no signal and "
+                f"cannot be scaled. {fix}"
             )
 
 

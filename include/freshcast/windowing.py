@@ -73,9 +73,7 @@ def make_windows(
         raise ValueError(f"`target` must be in [0, {columns}). Received: target={target}")
     samples = rows - timesteps - horizon + 1
     if samples < 1:
-        raise ValueError(
-            f"{rows} rows make no window of timesteps={timesteps} + horizon={horizon}"
-        )
+        raise ValueError(f"{rows} rows make no window of timesteps={timesteps} + horizon={horizon}")
     # sliding_window_view puts the window axis last: (rows - T + 1, inputs, T) -> swap to T first.
     x = sliding_window_view(array[:, :inputs], timesteps, axis=0).transpose(0, 2, 1)
     y = sliding_window_view(array[:, target], horizon)  # [rows - h + 1, h]

@@ -179,10 +179,22 @@ def _scores():
     return {
         "lstm": {"kind": "model", "mae": 2.0, "rmse": 3.0, "mape": 1.0, "smape": 1.0, "mase": 0.8},
         "gru": {"kind": "model", "mae": 1.0, "rmse": 4.0, "mape": 1.0, "smape": 1.0, "mase": 0.4},
-        "broken": {"kind": "model", "mae": math.nan, "rmse": 1.0, "mape": 1.0, "smape": 1.0,
-                   "mase": math.nan},
-        "persistence": {"kind": "baseline", "mae": 2.0, "rmse": 2.0, "mape": 1.0, "smape": 1.0,
-                        "mase": 0.8},
+        "broken": {
+            "kind": "model",
+            "mae": math.nan,
+            "rmse": 1.0,
+            "mape": 1.0,
+            "smape": 1.0,
+            "mase": math.nan,
+        },
+        "persistence": {
+            "kind": "baseline",
+            "mae": 2.0,
+            "rmse": 2.0,
+            "mape": 1.0,
+            "smape": 1.0,
+            "mase": 0.8,
+        },
     }
 
 
@@ -195,7 +207,10 @@ def test_leaderboard_sorts_ascending_with_nan_last_and_ties_by_name():
     assert list(rows[0]) == ["rank", "name", "kind", *ev.METRICS]
     assert rows[2]["kind"] == "baseline"
     assert [r["name"] for r in ev.leaderboard(scores, metric="rmse")] == [
-        "broken", "persistence", "lstm", "gru"
+        "broken",
+        "persistence",
+        "lstm",
+        "gru",
     ]
     assert repr(scores) == before
 

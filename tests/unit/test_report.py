@@ -20,14 +20,31 @@ NAMES = ("lstm", "gru", "persistence", "ridge")
 
 def _leaderboard():
     scores = {
-        "lstm": {"kind": "model", "mae": 1.23456, "rmse": 2.0, "mape": 3.0, "smape": 4.0,
-                 "mase": 0.81234},
-        "gru": {"kind": "model", "mae": 1.1, "rmse": 2.0, "mape": 3.0, "smape": 4.0,
-                "mase": 0.7},
-        "persistence": {"kind": "baseline", "mae": 1.5, "rmse": 2.5, "mape": 3.5,
-                        "smape": 4.5, "mase": 1.0},
-        "ridge": {"kind": "baseline", "mae": 1.4, "rmse": 2.4, "mape": math.nan,
-                  "smape": 4.4, "mase": 0.95},
+        "lstm": {
+            "kind": "model",
+            "mae": 1.23456,
+            "rmse": 2.0,
+            "mape": 3.0,
+            "smape": 4.0,
+            "mase": 0.81234,
+        },
+        "gru": {"kind": "model", "mae": 1.1, "rmse": 2.0, "mape": 3.0, "smape": 4.0, "mase": 0.7},
+        "persistence": {
+            "kind": "baseline",
+            "mae": 1.5,
+            "rmse": 2.5,
+            "mape": 3.5,
+            "smape": 4.5,
+            "mase": 1.0,
+        },
+        "ridge": {
+            "kind": "baseline",
+            "mae": 1.4,
+            "rmse": 2.4,
+            "mape": math.nan,
+            "smape": 4.4,
+            "mase": 0.95,
+        },
     }
     return ev.leaderboard(scores, metric="mae")
 
@@ -40,10 +57,17 @@ def _predictions(horizon=2, samples=12):
     for name in NAMES:
         for step in range(1, horizon + 1):
             y = actual[step - 1 : step - 1 + samples]
-            frames.append(pd.DataFrame({
-                "time": times + pd.Timedelta(hours=step - 1), "step": step, "name": name,
-                "actual": y, "prediction": y + rng.normal(0, 0.1, samples),
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "time": times + pd.Timedelta(hours=step - 1),
+                        "step": step,
+                        "name": name,
+                        "actual": y,
+                        "prediction": y + rng.normal(0, 0.1, samples),
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -57,8 +81,13 @@ def _histories():
 @pytest.fixture
 def written(tmp_path):
     paths = write_report(
-        tmp_path, pipeline="demo", run_id=RUN_ID, metric="mae", leaderboard=_leaderboard(),
-        histories=_histories(), predictions=_predictions(),
+        tmp_path,
+        pipeline="demo",
+        run_id=RUN_ID,
+        metric="mae",
+        leaderboard=_leaderboard(),
+        histories=_histories(),
+        predictions=_predictions(),
     )
     return tmp_path, paths
 
@@ -67,7 +96,10 @@ def test_writes_four_files(written):
     out_dir, paths = written
     assert set(paths) == {"html", "loss", "forecast", "leaderboard"}
     assert {p.name for p in out_dir.iterdir()} == {
-        "index.html", "loss.png", "forecast.png", "leaderboard.png"
+        "index.html",
+        "loss.png",
+        "forecast.png",
+        "leaderboard.png",
     }  # and no temp file left behind
     for key in ("loss", "forecast", "leaderboard"):
         assert paths[key].parent == out_dir
@@ -92,8 +124,14 @@ def test_html_lists_entries_escapes_run_id_and_references_images(written):
 def test_rewrite_replaces_files_and_leaves_no_temp_files(written):
     out_dir, _ = written
     write_report(
-        out_dir, pipeline="demo", run_id="second", metric="mase", leaderboard=_leaderboard(),
-        histories={}, predictions=_predictions(horizon=1), top=1,
+        out_dir,
+        pipeline="demo",
+        run_id="second",
+        metric="mase",
+        leaderboard=_leaderboard(),
+        histories={},
+        predictions=_predictions(horizon=1),
+        top=1,
     )
     assert len(list(out_dir.iterdir())) == 4
     assert "second" in (out_dir / "index.html").read_text(encoding="utf-8")
@@ -102,8 +140,9 @@ def test_rewrite_replaces_files_and_leaves_no_temp_files(written):
 def test_errors(tmp_path):
     kwargs = dict(pipeline="demo", run_id="r", leaderboard=_leaderboard(), histories={})
     with pytest.raises(ValueError, match=r"lacks columns \['actual'\]"):
-        write_report(tmp_path, metric="mae", predictions=_predictions().drop(columns="actual"),
-                     **kwargs)
+        write_report(
+            tmp_path, metric="mae", predictions=_predictions().drop(columns="actual"), **kwargs
+        )
     with pytest.raises(ValueError, match="Received: metric='r2'"):
         write_report(tmp_path, metric="r2", predictions=_predictions(), **kwargs)
     with pytest.raises(ValueError, match="Received: top=0"):
@@ -120,6 +159,7 @@ def test_does_not_import_tensorflow_or_pyplot():
     )
     include = str(Path(freshcast.report.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": include}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import glob
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from freshcast.ingest import SourceError, load_source, source_files, to_utc
+from freshcast.spec import PipelineSpec
+
+
+def make_spec(source: dict, **changes) -> PipelineSpec:
+    fields = {
+        "name": "demo",
+        "source": source,
+        "timestamp": "ts",
+        "frequency": "D",
+        "target": "y",
+        "features": ["x"],
+        "window": 2,
+        "models": [{"type": "lstm"}],
+    }
+    return PipelineSpec.model_validate({**fields, **changes})
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_csv_keeps_only_the_spec_columns_timestamp_first(tmp_path):
+    path = write_csv(
+        tmp_path / "series.csv",
+        "y,note,x,ts\n1.5,a,10,2024-01-01\n2.5,b,20,2024-01-02\n",
+    )
+    frame = load_source(make_spec({"path": str(path)}))
+    # columns: timestamp, then spec.columns = features + target
+    assert list(frame.columns) == ["ts", "x", "y"]
+    assert frame["ts"].tolist() == ["2024-01-01", "2024-01-02"]
+    assert frame["x"].tolist() == [10, 20]
+    assert frame["y"].tolist() == [1.5, 2.5]
+
+
+def test_timestamps_stay_unparsed_text(tmp_path):
+    path = write_csv(tmp_path / "s.csv", "ts,x,y\n20240101,1,2\n")
+    frame = load_source(make_spec({"path": str(path)}))
+    assert frame["ts"].tolist() == ["20240101"]
+
+
+def test_columns_the_data_lacks_are_left_for_validate(tmp_path):
+    path = write_csv(tmp_path / "s.csv", "ts,y\n2024-01-01,1\n")
+    frame = load_source(make_spec({"path": str(path)}))
+    assert list(frame.columns) == ["ts", "y"]
+
+
+def test_relative_path_starts_at_the_spec_folder(tmp_path, monkeypatch):
+    write_csv(tmp_path / "data" / "s.csv", "ts,x,y\n2024-01-01,1,2\n")
+    spec = make_spec({"path": "data/s.csv"}).model_copy(
+        update={"spec_path": tmp_path / "demo.yaml"}
+    )
+    monkeypatch.chdir(tmp_path / "data")  # not the spec folder
+    assert source_files(spec) == [tmp_path / "data" / "s.csv"]
+    assert load_source(spec)["y"].tolist() == [2]
+
+
+def test_glob_reads_every_match_sorted_and_concatenated(tmp_path, monkeypatch):
+    # A file system lists a folder in any order; make it list this one backwards.
+    real_glob = glob.glob
+    monkeypatch.setattr(glob, "glob", lambda pattern: sorted(real_glob(pattern), reverse=True))
+    write_csv(tmp_path / "part-2.csv", "ts,x,y\n2024-01-03,3,30\n2024-01-04,4,40\n")
+    write_csv(tmp_path / "part-1.csv", "ts,x,y\n2024-01-01,1,10\n2024-01-02,2,20\n")
+    write_csv(tmp_path / "other.txt", "ts,x,y\n1999-01-01,0,0\n")
+    spec = make_spec({"path": str(tmp_path / "part-*.csv")})
+    assert source_files(spec) == [tmp_path / "part-1.csv", tmp_path / "part-2.csv"]
+    frame = load_source(spec)
+    assert frame["ts"].tolist() == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+    assert frame["y"].tolist() == [10, 20, 30, 40]
+    assert frame.index.tolist() == [0, 1, 2, 3]
+
+
+def test_glob_matching_nothing_names_the_path(tmp_path):
+    spec = make_spec({"path": str(tmp_path / "missing" / "*.csv")})
+    with pytest.raises(SourceError) as info:
+        load_source(spec)
+    message = str(info.value)
+    assert f"source.path '{tmp_path / 'missing' / '*.csv'}'" in message
+    assert "matches no file" in message
+
+
+def test_parquet_file(tmp_path):
+    path = tmp_path / "series.parquet"
+    pd.DataFrame(
+        {
+            "extra": [0, 0, 0],
+            "y": [1.0, 2.0, 3.0],
+            "ts": pd.date_range("2024-01-01", periods=3, freq="D"),
+            "x": [4.0, 5.0, 6.0],
+        }
+    ).to_parquet(path)
+    frame = load_source(make_spec({"path": str(path)}))
+    assert list(frame.columns) == ["ts", "x", "y"]
+    assert frame["y"].tolist() == [1.0, 2.0, 3.0]
+    assert frame["x"].tolist() == [4.0, 5.0, 6.0]
+    assert frame["ts"].tolist() == list(pd.date_range("2024-01-01", periods=3, freq="D"))
+
+
+def test_parquet_with_cutoff(tmp_path):
+    path = tmp_path / "series.pq"
+    pd.DataFrame(
+        {
+            "ts": pd.date_range("2024-01-01", periods=4, freq="D"),
+            "x": [1, 2, 3, 4],
+            "y": [5, 6, 7, 8],
+        }
+    ).to_parquet(path)
+    frame = load_source(make_spec({"path": str(path)}), cutoff=datetime(2024, 1, 2, tzinfo=UTC))
+    assert frame["y"].tolist() == [5, 6]
+
+
+def test_package_resource():
+    spec = make_spec(
+        {"package": "vega_datasets", "resource": "_data/seattle-weather.csv"},
+        timestamp="date",
+        target="temp_max",
+        features=["temp_max", "wind"],
+    )
+    frame = load_source(spec)
+    assert frame.shape == (1461, 3)
+    assert list(frame.columns) == ["date", "temp_max", "wind"]
+    assert frame["date"].iloc[0] == "2012/01/01"
+    assert frame["date"].iloc[-1] == "2015/12/31"
+
+
+def test_missing_package_is_named():
+    spec = make_spec({"package": "no_such_freshcast_pkg", "resource": "data.csv"})
+    with pytest.raises(
+        SourceError, match=re.escape("source.package 'no_such_freshcast_pkg' is not installed")
+    ):
+        load_source(spec)
+
+
+def test_package_without_the_file_is_named():
+    spec = make_spec({"package": "vega_datasets", "resource": "_data/no-such-file.csv"})
+    with pytest.raises(
+        SourceError,
+        match=re.escape("source vega_datasets:_data/no-such-file.csv: no such file in the package"),
+    ):
+        load_source(spec)
+
+
+CUTOFF_CSV = (
+    "ts,x,y\n"
+    "2024-01-01,1,10\n"
+    "2024-01-02,2,20\n"
+    "not a date,3,30\n"
+    "2024-01-03,4,40\n"
+    "2024-01-03T00:30:00+01:00,5,50\n"
+    "2024-01-04,6,60\n"
+)
+
+
+def test_cutoff_keeps_rows_at_or_before_it_and_unparseable_rows(tmp_path):
+    spec = make_spec({"path": str(write_csv(tmp_path / "s.csv", CUTOFF_CSV))})
+    frame = load_source(spec, cutoff=datetime(2024, 1, 2, tzinfo=UTC))
+    assert frame["ts"].tolist() == ["2024-01-01", "2024-01-02", "not a date"]
+    assert frame["y"].tolist() == [10, 20, 30]
+    assert frame.index.tolist() == [0, 1, 2]
+
+
+def test_cutoff_in_another_time_zone_compares_instants(tmp_path):
+    spec = make_spec({"path": str(write_csv(tmp_path / "s.csv", CUTOFF_CSV))})
+    # 2024-01-03 01:00 at +01:00 is 2024-01-03 00:00 UTC: the naive 2024-01-03 (taken as UTC)
+    # and 2024-01-03T00:30+01:00 (= 2024-01-02 23:30 UTC) are known, 2024-01-04 is not.
+    cutoff = datetime(2024, 1, 3, 1, 0, tzinfo=timezone(timedelta(hours=1)))
+    frame = load_source(spec, cutoff=cutoff)
+    assert frame["y"].tolist() == [10, 20, 30, 40, 50]
+
+
+def test_cutoff_just_before_a_row_drops_it(tmp_path):
+    spec = make_spec({"path": str(write_csv(tmp_path / "s.csv", CUTOFF_CSV))})
+    cutoff = datetime(2024, 1, 2, 23, 59, tzinfo=UTC)
+    assert load_source(spec, cutoff=cutoff)["y"].tolist() == [10, 20, 30, 50]
+
+
+def test_no_cutoff_keeps_every_row(tmp_path):
+    spec = make_spec({"path": str(write_csv(tmp_path / "s.csv", CUTOFF_CSV))})
+    assert load_source(spec)["y"].tolist() == [10, 20, 30, 40, 50, 60]
+
+
+def test_to_utc_takes_naive_as_utc_and_converts_aware():
+    stamps = to_utc(pd.Series(["2024-01-01", "2024-01-01T05:00:00+02:00"]))
+    assert stamps.tolist() == [
+        pd.Timestamp("2024-01-01 00:00", tz="UTC"),
+        pd.Timestamp("2024-01-01 03:00", tz="UTC"),
+    ]
+
+
+def test_to_utc_coerces_what_it_cannot_parse():
+    stamps = to_utc(pd.Series(["2024/01/02", "garbage"]), errors="coerce")
+    assert stamps.iloc[0] == pd.Timestamp("2024-01-02", tz="UTC")
+    assert pd.isna(stamps.iloc[1])
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"this is not parquet")
+    with pytest.raises(SourceError, match=re.escape("broken.parquet: cannot read it as parquet")):
+        load_source(make_spec({"path": str(path)}))

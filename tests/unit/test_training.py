@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from freshcast.artifacts import ArtifactError, atomic_path, sha256_file
+from freshcast.models import build_model, load_model
+from freshcast.spec import ModelSpec
+from freshcast.training import WindowBatches, fit, predict, read_epoch_log
+from freshcast.windowing import Windows, make_windows, split_ranges
+
+pytestmark = pytest.mark.slow
+
+TIMESTEPS, FEATURES = 6, 2
+LAYERS = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+
+
+def _spec(**kwargs) -> ModelSpec:
+    return ModelSpec(**({"type": "lstm", "units": [4]} | kwargs))
+
+
+def _model(*, horizon: int = 1, seed: int = 0, **kwargs) -> keras.Model:
+    return build_model(
+        _spec(**kwargs), timesteps=TIMESTEPS, features=FEATURES, horizon=horizon, seed=seed
+    )
+
+
+def _windows(horizon: int = 1) -> dict[str, Windows]:
+    """Train/val/test windows over a tiny (90, 2) sine series: a signal and its cosine."""
+    t = np.arange(90) * 0.3
+    array = np.stack([np.sin(t), np.cos(t)], axis=1).astype(np.float32)  # [rows, 2]
+    windows = make_windows(array, timesteps=TIMESTEPS, horizon=horizon, inputs=2, target=0)
+    ranges = split_ranges((60, 15, 15), timesteps=TIMESTEPS, horizon=horizon)
+    return {name: windows[start:stop] for name, (start, stop) in ranges.items()}
+
+
+# ---------------------------------------------------------------- build_model
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_build_model_each_type(kind):
+    model = _model(type=kind)
+    layer = model.get_layer(f"{kind}_0")
+    assert isinstance(layer, LAYERS[kind])
+    assert layer.units == 4
+    assert not layer.return_sequences
+    assert model.input_shape == (None, TIMESTEPS, FEATURES)
+    assert model.output_shape == (None, 1)
+
+
+def test_build_model_stacked_layers_pass_the_sequence_on():
+    model = _model(type="gru", units=[4, 3])
+    first, second = model.get_layer("gru_0"), model.get_layer("gru_1")
+    assert (first.units, second.units) == (4, 3)
+    assert first.return_sequences
+    assert not second.return_sequences
+    assert first.output.shape == (None, TIMESTEPS, 4)  # [B, T, units]
+    assert model.output_shape == (None, 1)
+
+
+def test_build_model_bidirectional():
+    model = _model(type="lstm", units=[4, 3], bidirectional=True)
+    first, second = model.get_layer("bidirectional_0"), model.get_layer("bidirectional_1")
+    assert isinstance(first, keras.layers.Bidirectional)
+    assert isinstance(first.forward_layer, keras.layers.LSTM)
+    assert first.output.shape == (None, TIMESTEPS, 8)  # both directions concatenated
+    assert second.output.shape == (None, 6)
+    assert model.output_shape == (None, 1)
+
+
+def test_build_model_horizon_3():
+    model = _model(horizon=3)
+    assert model.output_shape == (None, 3)
+    assert model.get_layer("forecast").units == 3
+    x = np.zeros((5, TIMESTEPS, FEATURES), dtype=np.float32)
+    assert model.predict(x, verbose=0).shape == (5, 3)
+
+
+def test_build_model_huber_loss_and_rmsprop():
+    model = _model(loss="huber", optimizer="rmsprop", learning_rate=0.005)
+    assert isinstance(model.loss, keras.losses.Huber)
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+
+
+def test_build_model_mae_loss_and_adam():
+    model = _model(loss="mae")
+    assert model.loss == "mae"
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_build_model_name_from_the_spec():
+    assert _model(name="my_lstm").name == "my_lstm"
+
+
+def test_build_model_same_seed_same_initial_weights():
+    first, again, other = _model(seed=5), _model(seed=5), _model(seed=6)
+    for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(first.get_weights(), other.get_weights(), strict=True)
+    )
+
+
+# ---------------------------------------------------------------- WindowBatches
+
+
+def test_window_batches_length_and_content():
+    train = _windows()["train"]
+    batches = WindowBatches(train, batch_size=16, shuffle=False, seed=0)
+    assert len(batches) == -(-len(train) // 16)
+    x, y = batches[0]
+    assert x.shape == (16, TIMESTEPS, FEATURES)
+    assert y.shape == (16, 1)
+    np.testing.assert_array_equal(x, train.x[:16])
+    np.testing.assert_array_equal(y, train.y[:16])
+    last_x, _ = batches[len(batches) - 1]
+    assert len(last_x) == len(train) - 16 * (len(batches) - 1)
+
+
+def _epoch_order(batches: WindowBatches, windows: Windows) -> np.ndarray:
+    """Which windows an epoch fed, in order, identified by their x rows."""
+    xs = np.concatenate([batches[i][0] for i in range(len(batches))])  # [samples, T, F]
+    flat = windows.x.reshape(len(windows), -1)
+    return np.array([np.flatnonzero((flat == row.ravel()).all(axis=1))[0] for row in xs])
+
+
+def test_window_batches_reshuffle_every_epoch_and_cover_all_samples():
+    train = _windows()["train"]
+    batches = WindowBatches(train, batch_size=8, shuffle=True, seed=3)
+    first = _epoch_order(batches, train)
+    batches.on_epoch_end()
+    second = _epoch_order(batches, train)
+    for order in (first, second):
+        np.testing.assert_array_equal(np.sort(order), np.arange(len(train)))
+    assert not np.array_equal(first, second)
+    assert not np.array_equal(first, np.arange(len(train)))
+    replay = WindowBatches(train, batch_size=8, shuffle=True, seed=3)
+    np.testing.assert_array_equal(_epoch_order(replay, train), first)  # seeded
+
+
+def test_window_batches_keep_their_order_without_shuffle():
+    val = _windows()["val"]
+    batches = WindowBatches(val, batch_size=4, shuffle=False, seed=3)
+    batches.on_epoch_end()
+    np.testing.assert_array_equal(_epoch_order(batches, val), np.arange(len(val)))
+
+
+# ---------------------------------------------------------------- fit
+
+
+def test_fit_returns_history_and_writes_a_checkpoint(tmp_path):
+    windows = _windows()
+    messages = []
+    model = _model(type="gru")
+    history = fit(
+        model,
+        windows["train"],
+        windows["val"],
+        batch_size=16,
+        epochs=3,
+        patience=10,
+        work_dir=tmp_path,
+        seed=0,
+        log=messages.append,
+    )
+    assert history["epoch"] == [0.0, 1.0, 2.0]
+    assert len(history["loss"]) == len(history["val_loss"]) == 3
+    assert np.isfinite(history["loss"]).all()
+    assert np.isfinite(history["val_loss"]).all()
+    assert (tmp_path / "checkpoint.keras").is_file()
+    assert not (tmp_path / "backup").exists()  # removed once training finished
+    assert [m.split(" time=")[0].split(" loss=")[0] for m in messages] == [
+        f"{model.name} epoch {e}/3" for e in (1, 2, 3)
+    ]
+
+
+class _Interrupted(RuntimeError):
+    pass
+
+
+def _interrupt_at_epoch(epoch: int, epochs: int, messages: list[str]):
+    def log(message: str) -> None:
+        messages.append(message)
+        # EpochLog is the last callback, so the backup and the CSV row of this epoch exist.
+        if f" epoch {epoch}/{epochs} " in message:
+            raise _Interrupted(f"worker lost after epoch {epoch}")
+
+    return log
+
+
+def test_fit_resumes_an_interrupted_attempt(tmp_path):
+    windows = _windows()
+    first_log: list[str] = []
+    with pytest.raises(_Interrupted):
+        fit(
+            _model(),
+            windows["train"],
+            windows["val"],
+            batch_size=16,
+            epochs=4,
+            patience=10,
+            work_dir=tmp_path,
+            seed=0,
+            log=_interrupt_at_epoch(2, 4, first_log),
+        )
+    assert (tmp_path / "backup").is_dir()
+    assert read_epoch_log(tmp_path / "epochs.csv")["epoch"] == [0.0, 1.0]
+
+    retry_log: list[str] = []
+    history = fit(
+        _model(),
+        windows["train"],
+        windows["val"],
+        batch_size=16,
+        epochs=4,
+        patience=10,
+        work_dir=tmp_path,
+        seed=0,
+        log=retry_log.append,
+    )
+    assert "resuming from the backup" in retry_log[0]
+    epoch_lines = [m for m in retry_log if " epoch " in m]
+    assert [m.split(" epoch ")[1].split()[0] for m in epoch_lines] == ["3/4", "4/4"]
+    assert history["epoch"] == [0.0, 1.0, 2.0, 3.0]  # every epoch once, across both attempts
+    assert len(history["loss"]) == len(history["val_loss"]) == 4
+    assert (tmp_path / "epochs.csv").read_text().count("epoch") == 1  # one header
+    assert not (tmp_path / "backup").exists()
+
+
+def test_resumed_fit_keeps_the_best_model_of_every_attempt(tmp_path):
+    """An earlier attempt's best epoch beats all resumed ones: its checkpoint must survive and be
+    the weights `fit` leaves in the model."""
+    windows = _windows()
+    with pytest.raises(_Interrupted):
+        fit(
+            _model(),
+            windows["train"],
+            windows["val"],
+            batch_size=16,
+            epochs=4,
+            patience=10,
+            work_dir=tmp_path,
+            seed=0,
+            log=_interrupt_at_epoch(2, 4, []),
+        )
+    # Pretend the first attempt's best epoch was unbeatable, with weights we can recognise.
+    best = _model(seed=123)
+    best.save(tmp_path / "checkpoint.keras")
+    log_text = (tmp_path / "epochs.csv").read_text().splitlines()
+    header = log_text[0].split(",")
+    row = log_text[1].split(",")
+    row[header.index("val_loss")] = "1e-12"
+    (tmp_path / "epochs.csv").write_text("\n".join([log_text[0], ",".join(row), *log_text[2:]]))
+
+    model = _model()
+    fit(
+        model,
+        windows["train"],
+        windows["val"],
+        batch_size=16,
+        epochs=4,
+        patience=10,
+        work_dir=tmp_path,
+        seed=0,
+        log=lambda m: None,
+    )
+    for got, want in zip(model.get_weights(), best.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_fit_without_a_backup_starts_fresh(tmp_path):
+    windows = _windows()
+    kwargs = {"batch_size": 16, "patience": 10, "work_dir": tmp_path, "seed": 0}
+    fit(_model(), windows["train"], windows["val"], epochs=3, log=lambda m: None, **kwargs)
+    messages: list[str] = []
+    history = fit(
+        _model(), windows["train"], windows["val"], epochs=2, log=messages.append, **kwargs
+    )
+    assert history["epoch"] == [0.0, 1.0]  # the finished attempt's log was forgotten
+    assert not any("resuming" in m for m in messages)
+
+
+# ---------------------------------------------------------------- predict and load
+
+
+def test_predict_shape():
+    windows = _windows(horizon=3)
+    model = _model(horizon=3)
+    pred = predict(model, windows["test"], batch_size=4)
+    assert pred.shape == (len(windows["test"]), 3)
+    assert pred.dtype == np.float64
+    np.testing.assert_allclose(
+        pred, model.predict(np.asarray(windows["test"].x), verbose=0), rtol=1e-6
+    )
+
+
+def _saved(tmp_path, **kwargs):
+    model = _model(**kwargs)
+    path = tmp_path / "model.keras"
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return model, path
+
+
+def test_load_model_refuses_a_wrong_sha256(tmp_path):
+    _, path = _saved(tmp_path)
+    with pytest.raises(ArtifactError, match=r"model model\.keras: .* changed after it was written"):
+        load_model(path, sha256="0" * 64)
+
+
+def test_load_model_refuses_a_file_changed_after_hashing(tmp_path):
+    _, path = _saved(tmp_path)
+    sha = sha256_file(path)
+    with open(path, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        load_model(path, sha256=sha)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"type": "gru", "units": [4, 3], "loss": "huber"}])
+def test_load_model_gives_identical_predictions(tmp_path, kwargs):
+    model, path = _saved(tmp_path, horizon=2, bidirectional=True, **kwargs)
+    loaded = load_model(path, sha256=sha256_file(path))
+    test = _windows(horizon=2)["test"]
+    np.testing.assert_array_equal(
+        predict(loaded, test, batch_size=8), predict(model, test, batch_size=8)
+    )
