@@ -6,11 +6,12 @@ this file reads the YAML specs and nothing heavier (no TensorFlow, pandas or sci
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from freshcast.spec import PipelineSpec, load_valid_specs
 
@@ -30,6 +31,17 @@ def _schedule(schedule: str | None):
     if schedule is None or schedule in ("@once", "@continuous"):
         return schedule
     return CronTriggerTimetable(schedule, timezone="UTC", run_immediately=timedelta(0))
+
+
+@contextmanager
+def _no_retry_on_bad_input():
+    """Bad data or a bad spec fails the task at once: retrying cannot fix it."""
+    from freshcast.errors import BadInputError
+
+    try:
+        yield
+    except BadInputError as err:
+        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
 
 
 def _doc(spec: PipelineSpec) -> str:
@@ -105,13 +117,15 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             from freshcast import steps
 
             context = get_current_context()
-            return steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
+            with _no_retry_on_bad_input():
+                return steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
             from freshcast import steps
 
-            return steps.validate(ingested["run_dir"])
+            with _no_retry_on_bad_input():
+                return steps.validate(ingested["run_dir"])
 
         @task
         def split_scale(validated: dict[str, Any]) -> dict[str, Any]:

@@ -202,3 +202,15 @@ def reset_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+@contextlib.contextmanager
+def step_output(path: Path) -> Iterator[Path]:
+    """An empty folder for one step's outputs; removed again if the step fails, so a failed step
+    leaves nothing half-written behind (and no manifest, so nothing downstream trusts it)."""
+    path = reset_dir(path)
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise

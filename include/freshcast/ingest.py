@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from freshcast.errors import BadInputError
 from freshcast.spec import PipelineSpec, resolve_source_path, source_location
 
 
-class SourceError(RuntimeError):
+class SourceError(BadInputError, RuntimeError):
     """The source cannot be read; the message names it and says what to do."""
 
 

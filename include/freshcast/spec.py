@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from freshcast.errors import BadInputError
+
 PIPELINES_DIR_ENV = "FRESHCAST_PIPELINES_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
@@ -39,7 +41,7 @@ METRICS = ("mae", "rmse", "mape", "smape", "mase")
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
-class SpecError(ValueError):
+class SpecError(BadInputError, ValueError):
     """A pipeline spec that cannot be used; the message names the file, the field and the fix."""
 
 

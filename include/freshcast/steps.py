@@ -91,20 +91,23 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
     """Read the source up to `cutoff` and store a Parquet snapshot plus the spec as it was."""
     spec = load_spec(spec_file)
     run = artifacts.run_dir(spec.name, run_id)
-    out = artifacts.reset_dir(run / "ingest")
-    files = source_files(spec)
-    frame = load_source(spec, cutoff=cutoff)
-    snapshot = _save_parquet(out / "snapshot.parquet", frame)
-    spec_json = artifacts.write_json(out / "spec.json", spec.model_dump(mode="json"))
-    manifest = write_manifest(
-        out,
-        step="ingest",
-        inputs={f"source_{i}": f for i, f in enumerate(files)} | {"spec_file": spec.spec_path},
-        outputs={"snapshot": snapshot, "spec": spec_json},
-        params={"cutoff": cutoff.isoformat() if cutoff else None, "source": source_location(spec)},
-        shapes={"snapshot": list(frame.shape)},
-    )
-    log.info("ingested %d rows from %s up to %s", len(frame), source_location(spec), cutoff)
+    with artifacts.step_output(run / "ingest") as out:
+        files = source_files(spec)
+        frame = load_source(spec, cutoff=cutoff)
+        snapshot = _save_parquet(out / "snapshot.parquet", frame)
+        spec_json = artifacts.write_json(out / "spec.json", spec.model_dump(mode="json"))
+        manifest = write_manifest(
+            out,
+            step="ingest",
+            inputs={f"source_{i}": f for i, f in enumerate(files)} | {"spec_file": spec.spec_path},
+            outputs={"snapshot": snapshot, "spec": spec_json},
+            params={
+                "cutoff": cutoff.isoformat() if cutoff else None,
+                "source": source_location(spec),
+            },
+            shapes={"snapshot": list(frame.shape)},
+        )
+        log.info("ingested %d rows from %s up to %s", len(frame), source_location(spec), cutoff)
     return {
         "run_dir": str(run),
         "rows": len(frame),
@@ -120,16 +123,16 @@ def validate(run_dir: str | Path) -> dict[str, Any]:
     ingested = read_manifest(run / "ingest")
     raw = pd.read_parquet(output_path(run / "ingest", "snapshot"))
     frame, report = validate_frame(raw, spec, source=ingested["params"]["source"])
-    out = artifacts.reset_dir(run / "validate")
-    series = _save_parquet(out / "series.parquet", frame)
-    write_manifest(
-        out,
-        step="validate",
-        inputs={"snapshot": output_path(run / "ingest", "snapshot", verify=False)},
-        outputs={"series": series},
-        params={"report": vars(report)},
-        shapes={"series": list(frame.shape)},
-    )
+    with artifacts.step_output(run / "validate") as out:
+        series = _save_parquet(out / "series.parquet", frame)
+        write_manifest(
+            out,
+            step="validate",
+            inputs={"snapshot": output_path(run / "ingest", "snapshot", verify=False)},
+            outputs={"series": series},
+            params={"report": vars(report)},
+            shapes={"series": list(frame.shape)},
+        )
     return {"run_dir": str(run), **vars(report)}
 
 
@@ -153,20 +156,20 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
         }
         for i, name in enumerate(SPLITS)
     }
-    out = artifacts.reset_dir(run / "split_scale")
-    outputs = {
-        "scaled": _save_npy(out / "scaled.npy", scaled),
-        "scaler": artifacts.write_json(out / "scaler.json", scaler.to_json()),
-        "splits": artifacts.write_json(out / "splits.json", splits),
-    }
-    write_manifest(
-        out,
-        step="split_scale",
-        inputs={"series": output_path(run / "validate", "series", verify=False)},
-        outputs=outputs,
-        params={"scaler": spec.scaler, "columns": spec.columns},
-        shapes={"scaled": list(scaled.shape)},
-    )
+    with artifacts.step_output(run / "split_scale") as out:
+        outputs = {
+            "scaled": _save_npy(out / "scaled.npy", scaled),
+            "scaler": artifacts.write_json(out / "scaler.json", scaler.to_json()),
+            "splits": artifacts.write_json(out / "splits.json", splits),
+        }
+        write_manifest(
+            out,
+            step="split_scale",
+            inputs={"series": output_path(run / "validate", "series", verify=False)},
+            outputs=outputs,
+            params={"scaler": spec.scaler, "columns": spec.columns},
+            shapes={"scaled": list(scaled.shape)},
+        )
     return {
         "run_dir": str(run),
         "splits": {k: v["rows"] for k, v in splits.items()},
@@ -207,16 +210,16 @@ def window(run_dir: str | Path) -> dict[str, Any]:
             raise AssertionError(f"{s} targets rows {first_target}..{last_target} leave {lo}..{hi}")
         part = windows[start:stop]
         shapes[s] = {"x": list(part.x.shape), "y": list(part.y.shape)}
-    out = artifacts.reset_dir(run / "window")
-    layout_path = artifacts.write_json(out / "layout.json", layout)
-    write_manifest(
-        out,
-        step="window",
-        inputs={"scaled": output_path(run / "split_scale", "scaled", verify=False)},
-        outputs={"layout": layout_path},
-        params={"timesteps": spec.window, "horizon": spec.horizon},
-        shapes=shapes,
-    )
+    with artifacts.step_output(run / "window") as out:
+        layout_path = artifacts.write_json(out / "layout.json", layout)
+        write_manifest(
+            out,
+            step="window",
+            inputs={"scaled": output_path(run / "split_scale", "scaled", verify=False)},
+            outputs={"layout": layout_path},
+            params={"timesteps": spec.window, "horizon": spec.horizon},
+            shapes=shapes,
+        )
     return {"run_dir": str(run), "shapes": shapes}
 
 
@@ -240,46 +243,46 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
     )
     out = run / "train" / model_name
     work = run / "train_work" / model_name  # survives a retry, so BackupAndRestore can resume
-    artifacts.reset_dir(out)
-    log.info(
-        "training %s on %s windows, validating on %s",
-        model_name,
-        windows["train"].x.shape,
-        windows["val"].x.shape,
-    )
-    history = fit(
-        model,
-        windows["train"],
-        windows["val"],
-        batch_size=mspec.batch_size,
-        epochs=max_epochs,
-        patience=mspec.patience,
-        work_dir=work,
-        seed=spec.seed,
-        log=log.info,
-    )
-    model_path = out / "model.keras"
-    with artifacts.atomic_path(model_path) as tmp:
-        model.save(tmp)
-    history_path = artifacts.write_json(out / "history.json", history)
-    val_loss = history.get("val_loss", [float("nan")])
-    best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else -1
-    manifest = write_manifest(
-        out,
-        step="train",
-        inputs={
-            "scaled": output_path(run / "split_scale", "scaled", verify=False),
-            "layout": output_path(run / "window", "layout", verify=False),
-        },
-        outputs={"model": model_path, "history": history_path},
-        params={
-            "model": mspec.model_dump(mode="json"),
-            "max_epochs": max_epochs,
-            "seed": spec.seed,
-            **describe_model(model),
-        },
-        shapes={"train": list(windows["train"].x.shape), "val": list(windows["val"].x.shape)},
-    )
+    with artifacts.step_output(out) as out:
+        log.info(
+            "training %s on %s windows, validating on %s",
+            model_name,
+            windows["train"].x.shape,
+            windows["val"].x.shape,
+        )
+        history = fit(
+            model,
+            windows["train"],
+            windows["val"],
+            batch_size=mspec.batch_size,
+            epochs=max_epochs,
+            patience=mspec.patience,
+            work_dir=work,
+            seed=spec.seed,
+            log=log.info,
+        )
+        model_path = out / "model.keras"
+        with artifacts.atomic_path(model_path) as tmp:
+            model.save(tmp)
+        history_path = artifacts.write_json(out / "history.json", history)
+        val_loss = history.get("val_loss", [float("nan")])
+        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else -1
+        manifest = write_manifest(
+            out,
+            step="train",
+            inputs={
+                "scaled": output_path(run / "split_scale", "scaled", verify=False),
+                "layout": output_path(run / "window", "layout", verify=False),
+            },
+            outputs={"model": model_path, "history": history_path},
+            params={
+                "model": mspec.model_dump(mode="json"),
+                "max_epochs": max_epochs,
+                "seed": spec.seed,
+                **describe_model(model),
+            },
+            shapes={"train": list(windows["train"].x.shape), "val": list(windows["val"].x.shape)},
+        )
     return {
         "model": model_name,
         "type": mspec.type,
@@ -357,30 +360,30 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         )
         for name, (_, pred) in forecasts.items()
     )
-    out = artifacts.reset_dir(run / "evaluate")
-    metrics = {
-        "metric": spec.metric,
-        "mase_scale": scale,
-        "test_windows": len(target_rows),
-        "horizon": horizon,
-        "scores": scores,
-    }
-    outputs = {
-        "metrics": artifacts.write_json(out / "metrics.json", metrics),
-        "leaderboard": artifacts.write_json(out / "leaderboard.json", board),
-        "leaderboard_csv": _save_csv(out / "leaderboard.csv", pd.DataFrame(board)),
-        "predictions": _save_parquet(
-            out / "predictions.parquet", predictions.reset_index(drop=True)
-        ),
-    }
-    write_manifest(
-        out,
-        step="evaluate",
-        inputs={t["model"]: Path(t["path"]) for t in trained},
-        outputs=outputs,
-        params={"metric": spec.metric, "season_length": spec.season_length},
-        shapes={"test": [len(target_rows), horizon]},
-    )
+    with artifacts.step_output(run / "evaluate") as out:
+        metrics = {
+            "metric": spec.metric,
+            "mase_scale": scale,
+            "test_windows": len(target_rows),
+            "horizon": horizon,
+            "scores": scores,
+        }
+        outputs = {
+            "metrics": artifacts.write_json(out / "metrics.json", metrics),
+            "leaderboard": artifacts.write_json(out / "leaderboard.json", board),
+            "leaderboard_csv": _save_csv(out / "leaderboard.csv", pd.DataFrame(board)),
+            "predictions": _save_parquet(
+                out / "predictions.parquet", predictions.reset_index(drop=True)
+            ),
+        }
+        write_manifest(
+            out,
+            step="evaluate",
+            inputs={t["model"]: Path(t["path"]) for t in trained},
+            outputs=outputs,
+            params={"metric": spec.metric, "season_length": spec.season_length},
+            shapes={"test": [len(target_rows), horizon]},
+        )
     return {
         "run_dir": str(run),
         "metric": spec.metric,
@@ -403,22 +406,22 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     for row in board:
         if row["kind"] == "model":
             histories[row["name"]] = read_json(output_path(run / "train" / row["name"], "history"))
-    out = artifacts.reset_dir(run / "report")
-    files = write_report(
-        out,
-        pipeline=spec.name,
-        run_id=run_id,
-        metric=spec.metric,
-        leaderboard=board,
-        histories=histories,
-        predictions=predictions,
-    )
-    write_manifest(
-        out,
-        step="report",
-        inputs={"leaderboard": output_path(run / "evaluate", "leaderboard", verify=False)},
-        outputs={k: Path(v) for k, v in files.items()},
-    )
+    with artifacts.step_output(run / "report") as out:
+        files = write_report(
+            out,
+            pipeline=spec.name,
+            run_id=run_id,
+            metric=spec.metric,
+            leaderboard=board,
+            histories=histories,
+            predictions=predictions,
+        )
+        write_manifest(
+            out,
+            step="report",
+            inputs={"leaderboard": output_path(run / "evaluate", "leaderboard", verify=False)},
+            outputs={k: Path(v) for k, v in files.items()},
+        )
     return {"run_dir": str(run), "html": str(files["html"]), "best": board[0]["name"]}
 
 

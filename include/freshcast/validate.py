@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from freshcast.errors import BadInputError
 from freshcast.ingest import to_utc
 from freshcast.spec import PipelineSpec
 
 
-class DataValidationError(ValueError):
+class DataValidationError(BadInputError, ValueError):
     """The data cannot be used as it is; the message says where and how to fix it."""
 
 

@@ -76,3 +76,20 @@ def test_wrong_conf_is_refused(airflow_db, tiny):
 
     with pytest.raises(ParamValidationError, match="epochs"):
         run_dag({"epochs": "many"})
+
+
+def test_bad_data_fails_validate_at_once_and_leaves_nothing_behind(airflow_db, tiny):
+    csv = tiny["pipelines"] / "tiny.csv"
+    lines = csv.read_text().splitlines()
+    lines[50] = lines[50].split(",")[0] + ",not-a-number,5.0"
+    csv.write_text("\n".join(lines) + "\n")
+    dag_run = run_dag({"epochs": 1})
+    assert dag_run.state == "failed"
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    assert tis["ingest"].state == "success"
+    assert tis["validate"].state == "failed"
+    assert tis["validate"].try_number == 1  # bad input is not retried
+    assert tis["train"].state == "upstream_failed"
+    run = only_run_dir(tiny["artifacts"])
+    assert not (run / "validate").exists()  # a failed step leaves no half-written folder
+    assert not (run / "split_scale").exists()

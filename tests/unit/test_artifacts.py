@@ -326,3 +326,20 @@ def test_reset_dir_creates_a_missing_folder(tmp_path):
     path = tmp_path / "a" / "b" / "c"
     assert reset_dir(path) == path
     assert path.is_dir()
+
+
+def test_step_output_removes_a_failed_steps_folder(tmp_path):
+    step = tmp_path / "run" / "validate"
+    step.mkdir(parents=True)
+    (step / "stale.parquet").write_text("from an earlier attempt")
+    with pytest.raises(RuntimeError, match="boom"), artifacts.step_output(step) as out:
+        assert list(out.iterdir()) == []  # starts empty: no stale file survives a rerun
+        (out / "half.parquet").write_text("written before the failure")
+        raise RuntimeError("boom")
+    assert not step.exists()
+
+
+def test_step_output_keeps_a_finished_steps_files(tmp_path):
+    with artifacts.step_output(tmp_path / "window") as out:
+        (out / "layout.json").write_text("{}")
+    assert (tmp_path / "window" / "layout.json").read_text() == "{}"
