@@ -191,36 +191,30 @@ def _interrupt_at_epoch(epoch: int, epochs: int, messages: list[str]):
     return log
 
 
-def test_fit_resumes_an_interrupted_attempt(tmp_path):
-    windows = _windows()
-    first_log: list[str] = []
-    with pytest.raises(_Interrupted):
-        fit(
-            _model(),
-            windows["train"],
-            windows["val"],
-            batch_size=16,
-            epochs=4,
-            patience=10,
-            work_dir=tmp_path,
-            seed=0,
-            log=_interrupt_at_epoch(2, 4, first_log),
-        )
-    assert (tmp_path / "backup").is_dir()
-    assert read_epoch_log(tmp_path / "epochs.csv")["epoch"] == [0.0, 1.0]
-
-    retry_log: list[str] = []
-    history = fit(
-        _model(),
+def _fit_four_epochs(model, windows, work_dir, log):
+    return fit(
+        model,
         windows["train"],
         windows["val"],
         batch_size=16,
         epochs=4,
         patience=10,
-        work_dir=tmp_path,
+        work_dir=work_dir,
         seed=0,
-        log=retry_log.append,
+        log=log,
     )
+
+
+def test_fit_resumes_an_interrupted_attempt(tmp_path):
+    windows = _windows()
+    first_log: list[str] = []
+    with pytest.raises(_Interrupted):
+        _fit_four_epochs(_model(), windows, tmp_path, _interrupt_at_epoch(2, 4, first_log))
+    assert (tmp_path / "backup").is_dir()
+    assert read_epoch_log(tmp_path / "epochs.csv")["epoch"] == [0.0, 1.0]
+
+    retry_log: list[str] = []
+    history = _fit_four_epochs(_model(), windows, tmp_path, retry_log.append)
     assert "resuming from the backup" in retry_log[0]
     epoch_lines = [m for m in retry_log if " epoch " in m]
     assert [m.split(" epoch ")[1].split()[0] for m in epoch_lines] == ["3/4", "4/4"]
@@ -235,17 +229,7 @@ def test_resumed_fit_keeps_the_best_model_of_every_attempt(tmp_path):
     the weights `fit` leaves in the model."""
     windows = _windows()
     with pytest.raises(_Interrupted):
-        fit(
-            _model(),
-            windows["train"],
-            windows["val"],
-            batch_size=16,
-            epochs=4,
-            patience=10,
-            work_dir=tmp_path,
-            seed=0,
-            log=_interrupt_at_epoch(2, 4, []),
-        )
+        _fit_four_epochs(_model(), windows, tmp_path, _interrupt_at_epoch(2, 4, []))
     # Pretend the first attempt's best epoch was unbeatable, with weights we can recognise.
     best = _model(seed=123)
     best.save(tmp_path / "checkpoint.keras")
@@ -256,17 +240,7 @@ def test_resumed_fit_keeps_the_best_model_of_every_attempt(tmp_path):
     (tmp_path / "epochs.csv").write_text("\n".join([log_text[0], ",".join(row), *log_text[2:]]))
 
     model = _model()
-    fit(
-        model,
-        windows["train"],
-        windows["val"],
-        batch_size=16,
-        epochs=4,
-        patience=10,
-        work_dir=tmp_path,
-        seed=0,
-        log=lambda m: None,
-    )
+    _fit_four_epochs(model, windows, tmp_path, lambda m: None)
     for got, want in zip(model.get_weights(), best.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
 
