@@ -99,7 +99,7 @@ port = {af.port}
 workers = 1
 
 [api_auth]
-jwt_secret = {secrets.token_urlsafe(32)}
+jwt_secret = {secrets.token_urlsafe(64)}
 
 [logging]
 base_log_folder = {af.home / "logs"}
