@@ -14,6 +14,7 @@ import pytest
 
 from freshcast import localrun
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import write_tiny_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,8 @@ def airflow(tmp_path, tiny, monkeypatch):
 
 
 def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
+    # A broken spec beside the good one: reported as an import error, the good DAG still runs.
+    write_tiny_pipeline(tiny["pipelines"], name="broken", models=[{"type": "lstm", "units": [0]}])
     lines: list[str] = []
     code = localrun.run_pipeline(
         airflow, "tiny", conf={"epochs": 1}, pools={"training": 1}, say=lines.append
@@ -69,6 +72,14 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     # The pool that make run creates is the one train used.
     tis = client.task_instances("train_tiny", runs[0]["dag_run_id"])
     assert {ti["pool"] for ti in tis if ti["task_id"] == "train"} == {"training"}
+
+    errors = client.get("/importErrors")["import_errors"]
+    assert [e["filename"] for e in errors] == ["spec_errors.py"]
+    assert "broken.yaml" in errors[0]["stack_trace"]
+    assert "field 'models.0.units.0'" in errors[0]["stack_trace"]
+    dag = client.get("/dags/train_tiny")
+    assert dag["has_import_errors"] is False and dag["is_stale"] is False
+    assert client.http.get("/dags/train_broken").status_code == 404
 
     # A second `up` reuses the running components.
     again: list[str] = []
