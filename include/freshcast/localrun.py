@@ -300,19 +300,22 @@ class Client:
         return response.json()
 
     def wait_for_dag(self, dag_id: str, *, timeout: float = 180.0) -> dict[str, Any]:
-        """Wait until the dag-processor has parsed `dag_id`; fail early on an import error."""
+        """Wait until the dag-processor has parsed `dag_id`; fail early when its spec is broken."""
+        spec_file = f"/{dag_id.removeprefix('train_')}.yaml"
         deadline = time.monotonic() + timeout
+        errors: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             response = self.http.get(f"/dags/{dag_id}")
             if response.status_code == 200 and not response.json().get("is_stale"):
                 return response.json()
             errors = self.get("/importErrors").get("import_errors", [])
-            if errors and response.status_code == 404:
-                details = "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
-                raise LocalRunError(f"{dag_id} is not loaded; import errors:\n{details}")
+            ours = [e for e in errors if spec_file in e["stack_trace"]]
+            if ours:
+                raise LocalRunError(f"{dag_id} is not loaded:\n{_spec_error(ours[0])}")
             time.sleep(2)
+        details = "".join(f"\n{_spec_error(e)}" for e in errors)
         raise LocalRunError(
-            f"{dag_id} did not appear within {timeout:.0f}s; see the dag-processor log"
+            f"{dag_id} did not appear within {timeout:.0f}s; see the dag-processor log{details}"
         )
 
     def unpause(self, dag_id: str) -> None:
@@ -342,6 +345,33 @@ class Client:
             "/xcomEntries/return_value"
         )
         return self.get(path)["value"]
+
+    def failures(self, dag_id: str, run_id: str) -> list[str]:
+        """`task: error` for each failed task of a run, read from the task's log."""
+        found = []
+        for ti in self.task_instances(dag_id, run_id):
+            if ti["state"] != "failed":
+                continue
+            path = (
+                f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/"
+                f"{ti['task_id']}/logs/{ti['try_number']}"
+            )
+            try:
+                content = self.get(path, full_content=True, map_index=ti["map_index"])["content"]
+            except LocalRunError:
+                content = []
+            details = [
+                d
+                for e in content
+                if isinstance(e, dict)
+                for d in e.get("error_detail") or []
+                if d.get("exc_value")
+            ]
+            # The root cause reads best: a bad-input error wrapped in AirflowFailException.
+            causes = [d for d in details if d.get("is_cause")] or details
+            error = f"{causes[-1]['exc_type']}: {causes[-1]['exc_value']}" if causes else None
+            found.append(f"{ti['task_id']}: {error or 'see its log'}")
+        return found
 
     def follow(
         self,
@@ -377,6 +407,13 @@ class Client:
             if time.monotonic() - start > timeout:
                 raise LocalRunError(f"run {run_id} still {state} after {timeout:.0f}s")
             time.sleep(poll)
+
+
+def _spec_error(error: dict[str, Any]) -> str:
+    """An import error without the traceback's frames: the message is what the user needs."""
+    trace = error["stack_trace"]
+    marker = "SpecError: "
+    return f"{error['filename']}: {trace[trace.index(marker) :] if marker in trace else trace}"
 
 
 def format_leaderboard(board: list[dict[str, Any]], metric: str) -> str:
@@ -419,6 +456,8 @@ def run_pipeline(
         say("")
         say(f"Report:     {reported['html']}")
     else:
+        for failure in client.failures(dag_id, run_id):
+            say(f"  failed {failure}")
         say(f"Task logs:  {af.home / 'logs' / f'dag_id={dag_id}'}")
     say(f"Airflow UI: {af.url}/dags/{dag_id}  (login: {USER} / {password(af)})")
     say("Stop it with `make stop`.")
@@ -461,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     except LocalRunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nstopped following; Airflow goes on at {af.url} (`make stop` stops it)")
+        return 130
     return 0
 
 

@@ -44,6 +44,11 @@ def airflow(tmp_path, tiny, monkeypatch):
 def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     # A broken spec beside the good one: reported as an import error, the good DAG still runs.
     write_tiny_pipeline(tiny["pipelines"], name="broken", models=[{"type": "lstm", "units": [0]}])
+    # And a pipeline whose data has a bad value, for make run's failure path.
+    csv = write_tiny_pipeline(tiny["pipelines"], name="bad").with_suffix(".csv")
+    lines = csv.read_text().splitlines()
+    lines[50] = lines[50].split(",")[0] + ",oops,5.0"
+    csv.write_text("\n".join(lines) + "\n")
     lines: list[str] = []
     code = localrun.run_pipeline(
         airflow, "tiny", conf={"epochs": 1}, pools={"training": 1}, say=lines.append
@@ -73,6 +78,17 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     tis = client.task_instances("train_tiny", runs[0]["dag_run_id"])
     assert {ti["pool"] for ti in tis if ti["task_id"] == "train"} == {"training"}
 
+    # Bad data: make run's exit code says so and its output names the row and the fix.
+    failed: list[str] = []
+    code = localrun.run_pipeline(
+        airflow, "bad", conf={"epochs": 1}, pools={"training": 1}, say=failed.append
+    )
+    output = "\n".join(failed)
+    assert code == 1, output
+    assert "] validate                 failed" in output
+    assert "failed validate: DataValidationError:" in output
+    assert "column 'load', row 50: value 'oops' is not a number" in output
+
     errors = client.get("/importErrors")["import_errors"]
     assert [e["filename"] for e in errors] == ["spec_errors.py"]
     assert "broken.yaml" in errors[0]["stack_trace"]
@@ -80,6 +96,8 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     dag = client.get("/dags/train_tiny")
     assert dag["has_import_errors"] is False and dag["is_stale"] is False
     assert client.http.get("/dags/train_broken").status_code == 404
+    with pytest.raises(localrun.LocalRunError, match=r"(?s)train_broken is not loaded.*units\.0"):
+        client.wait_for_dag("train_broken", timeout=10)
 
     # A second `up` reuses the running components.
     again: list[str] = []
