@@ -27,8 +27,8 @@ def _cutoff(context: Any):
 def _schedule(schedule: str | None):
     """A cron or preset schedule as a CronTriggerTimetable that never fires a missed tick at
     unpause: the first run waits for the next tick, so `make run` and a user's first trigger are
-    not queued behind a surprise run. `None`, `@once` and `@continuous` pass through."""
-    if schedule is None or schedule in ("@once", "@continuous"):
+    not queued behind a surprise run. `None` and `@once` pass through."""
+    if schedule is None or schedule == "@once":
         return schedule
     return CronTriggerTimetable(schedule, timezone="UTC", run_immediately=timedelta(0))
 

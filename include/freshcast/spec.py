@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,6 +38,7 @@ FREQUENCY_PATTERN = re.compile(
 )
 AGGREGATIONS = ("mean", "sum", "min", "max", "median", "first", "last")
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
+SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@once")
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -183,6 +185,16 @@ class PipelineSpec(_Strict):
     @classmethod
     def _frequency(cls, value: str) -> str:
         return _check_frequency(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None or value in SCHEDULE_PRESETS or croniter.is_valid(value):
+            return value
+        raise ValueError(
+            f"must be a cron expression such as '0 6 * * 1', one of {list(SCHEDULE_PRESETS)}, "
+            f"or null. Received: {value!r}"
+        )
 
     @model_validator(mode="before")
     @classmethod

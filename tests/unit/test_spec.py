@@ -423,3 +423,15 @@ def test_source_path_without_a_spec_file_stays_relative():
     spec = PipelineSpec.model_validate({**BASE, "name": "demo"})
     assert spec.spec_path is None
     assert resolve_source_path(spec) == Path("data.csv")
+
+
+@pytest.mark.parametrize("schedule", ["@daily", "@quarterly", "0 6 * * 1", "*/15 * * * *", None])
+def test_schedule_accepts_presets_cron_and_null(tmp_path, schedule):
+    spec = load_spec(write_spec(tmp_path, {**BASE, "schedule": schedule}))
+    assert spec.schedule == schedule
+
+
+def test_schedule_error_names_the_field(tmp_path):
+    message = spec_error(write_spec(tmp_path, {**BASE, "schedule": "every day at six"}))
+    assert "field 'schedule'" in message
+    assert "'every day at six'" in message
