@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from freshcast import localrun
@@ -17,6 +18,13 @@ from tests.conftest import PROJECT_ROOT
 from tests.helpers import write_tiny_pipeline
 
 pytestmark = pytest.mark.slow
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def free_port() -> int:
@@ -98,6 +106,15 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     assert client.http.get("/dags/train_broken").status_code == 404
     with pytest.raises(localrun.LocalRunError, match=r"(?s)train_broken is not loaded.*units\.0"):
         client.wait_for_dag("train_broken", timeout=10)
+
+    # Everything the four components (and their children) listen on is loopback.
+    groups = {localrun.read_pid(airflow, c) for c in localrun.COMPONENTS}
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid and _pgid(conn.pid) in groups
+    }
+    assert listening == {("127.0.0.1", airflow.port)}
 
     # A second `up` reuses the running components.
     again: list[str] = []
