@@ -40,6 +40,7 @@ def write_report(
     leaderboard: Sequence[Mapping[str, Any]],
     histories: Mapping[str, Mapping[str, Sequence[float]]],
     predictions: pd.DataFrame,
+    target: str = "target",
     top: int = 3,
 ) -> dict[str, Path]:
     """Draw the plots and write `index.html` into `out_dir`, each file atomically.
@@ -53,6 +54,7 @@ def write_report(
         histories: model name -> {"loss": [...], "val_loss": [...]}, one value per epoch.
         predictions: long form (rows, 5) with columns "time" (tz-aware UTC of the target step),
             "step" (1..horizon), "name", "actual", "prediction", test split, original units.
+        target: the forecast column's name, for the forecast plot's axis.
         top: how many of the best entries the forecast plot shows.
 
     Returns:
@@ -78,7 +80,7 @@ def write_report(
     paths = {key: out_dir / name for key, name in FILES.items()}
     _save(_loss_figure(histories), paths["loss"])
     best = [row["name"] for row in leaderboard[:top]]
-    _save(_forecast_figure(predictions, best), paths["forecast"])
+    _save(_forecast_figure(predictions, best, target), paths["forecast"])
     _save(_leaderboard_figure(leaderboard, metric), paths["leaderboard"])
     # The page goes last: a folder whose index.html exists has all its images.
     page = _html(pipeline=pipeline, run_id=run_id, metric=metric, leaderboard=leaderboard)
@@ -120,7 +122,7 @@ def _loss_figure(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Figu
     return fig
 
 
-def _forecast_figure(predictions: pd.DataFrame, names: list[str]) -> Figure:
+def _forecast_figure(predictions: pd.DataFrame, names: list[str], target: str) -> Figure:
     """Actual vs predicted at step 1 on the test split, for the given entries."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -140,7 +142,7 @@ def _forecast_figure(predictions: pd.DataFrame, names: list[str]) -> Figure:
             ax.plot(rows["time"].to_numpy(), rows["prediction"].to_numpy(), linewidth=1, label=name)
     ax.set_title("test split, one step ahead")
     ax.set_xlabel("time (UTC)")
-    ax.set_ylabel("target")
+    ax.set_ylabel(target)
     ax.legend()
     return fig
 

@@ -415,6 +415,7 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             leaderboard=board,
             histories=histories,
             predictions=predictions,
+            target=spec.target,
         )
         write_manifest(
             out,
