@@ -60,20 +60,23 @@ def read_file(path: Path, columns: list[str]) -> pd.DataFrame:
         raise SourceError(f"{path}: cannot read it as {path.suffix[1:]}: {err}") from err
 
 
-def load_source(spec: PipelineSpec, *, cutoff: datetime | None = None) -> pd.DataFrame:
+def load_source(
+    spec: PipelineSpec, *, cutoff: datetime | None = None, files: list[Path] | None = None
+) -> pd.DataFrame:
     """Read the spec's source and keep the rows whose timestamp is at or before `cutoff`.
 
     Args:
         spec: the pipeline spec.
         cutoff: tz-aware time up to which data counts as known (the run's data_interval_end);
             naive timestamps in the data are taken as UTC. None keeps every row.
+        files: the source's files when the caller already listed them (`source_files`).
 
     Returns:
         (rows, 1 + columns) frame: the timestamp column first, then the spec's columns found.
         Rows whose timestamp cannot be parsed are kept so validate can report them.
     """
     wanted = [spec.timestamp, *spec.columns]
-    frames = [read_file(path, wanted) for path in source_files(spec)]
+    frames = [read_file(path, wanted) for path in files or source_files(spec)]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame = frame[[c for c in wanted if c in frame.columns]]
     if cutoff is not None and spec.timestamp in frame.columns:

@@ -93,7 +93,7 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
     run = artifacts.run_dir(spec.name, run_id)
     with artifacts.step_output(run / "ingest") as out:
         files = source_files(spec)
-        frame = load_source(spec, cutoff=cutoff)
+        frame = load_source(spec, cutoff=cutoff, files=files)
         snapshot = _save_parquet(out / "snapshot.parquet", frame)
         spec_json = artifacts.write_json(out / "spec.json", spec.model_dump(mode="json"))
         manifest = write_manifest(
@@ -120,8 +120,8 @@ def validate(run_dir: str | Path) -> dict[str, Any]:
     """Check the snapshot and store the series on its regular grid, gaps filled per the spec."""
     run = Path(run_dir)
     spec = run_spec(run)
-    ingested = read_manifest(run / "ingest")
-    raw = pd.read_parquet(output_path(run / "ingest", "snapshot"))
+    ingested = read_manifest(run / "ingest")  # checks every output's sha256 once
+    raw = pd.read_parquet(ingested["outputs"]["snapshot"]["path"])
     frame, report = validate_frame(raw, spec, source=ingested["params"]["source"])
     with artifacts.step_output(run / "validate") as out:
         series = _save_parquet(out / "series.parquet", frame)
