@@ -1,4 +1,8 @@
-"""One training DAG per pipeline spec (`include/pipelines/<name>.yaml` -> `train_<name>`).
+"""Three DAGs per pipeline spec (`include/pipelines/<name>.yaml`):
+
+- `train_<name>`: ingest, validate, train, evaluate, gate and promote the champion;
+- `forecast_<name>`: forecast with the champion on its schedule and whenever it changes;
+- `rollback_<name>`: make an earlier registry version the champion again.
 
 Wiring only: every task body imports its step from the `freshcast` package and calls it. Parsing
 this file reads the YAML specs and nothing heavier (no TensorFlow, pandas or scikit-learn).
@@ -10,7 +14,16 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from freshcast.spec import PipelineSpec, load_valid_specs
@@ -31,6 +44,29 @@ def _schedule(schedule: str | None):
     if schedule is None or schedule == "@once":
         return schedule
     return CronTriggerTimetable(schedule, timezone="UTC", run_immediately=timedelta(0))
+
+
+def dataset_asset(spec: PipelineSpec) -> Asset:
+    """The pipeline's ingested dataset: an event per ingest, with the run's data hash."""
+    return Asset(
+        name=f"{spec.name}.dataset", uri=f"x-freshcast://{spec.name}/dataset", group="data"
+    )
+
+
+def champion_asset(spec: PipelineSpec) -> Asset:
+    """The model in service: an event each time the champion pointer moves."""
+    return Asset(
+        name=f"{spec.name}.champion", uri=f"x-freshcast://{spec.name}/champion", group="model"
+    )
+
+
+def _default_args(spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "execution_timeout": timedelta(minutes=15),
+    }
 
 
 @contextmanager
@@ -59,9 +95,14 @@ Spec: `{spec.spec_path}`. Predicts `{spec.target}` {spec.horizon} step(s) ahead 
 against persistence, seasonal naive (season {spec.season_length}) and ridge, ranked by
 `{spec.metric}` in the data's own units.
 
-Tasks: ingest -> validate -> split_scale -> window -> train (one mapped task per model, pool
-`{TRAINING_POOL}`) -> evaluate -> report.
-Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`.
+Tasks: ingest -> data_changed -> validate -> split_scale -> window -> train (one mapped task per
+model, pool `{TRAINING_POOL}`) -> evaluate -> gate -> promote -> report.
+`data_changed` skips the rest when the data and spec equal the last decided run's (conf
+`force: true` trains anyway). `gate` re-scores the champion on this run's test window beside
+the best new model; `promote` runs only when the candidate beats the champion by the margin
+({spec.gate.margin} {spec.gate.margin_type}) and beats the naive baselines.
+Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`; registry:
+`$FRESHCAST_ARTIFACT_ROOT/{spec.name}/registry/`.
 
 | model | type | units | loss | max epochs | patience |
 |---|---|---|---|---|---|
@@ -70,6 +111,10 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`.
 Trigger with options:
 `airflow dags trigger {spec.dag_id} --conf '{{"epochs": 3, "models": ["{spec.models[0].name}"]}}'`
 """
+
+
+def _promoting(context: Any) -> bool:
+    return bool(context["ti"].xcom_pull(task_ids="gate")["promote"])
 
 
 def build_training_dag(spec: PipelineSpec) -> DAG:
@@ -85,12 +130,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         max_active_runs=1,
         tags=["freshcast", "training", *spec.tags],
         doc_md=_doc(spec),
-        default_args={
-            "owner": spec.owner,
-            "retries": 2,
-            "retry_delay": timedelta(seconds=20),
-            "execution_timeout": timedelta(minutes=15),
-        },
+        default_args=_default_args(spec),
         params={
             "epochs": Param(
                 None,
@@ -109,16 +149,35 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
                 title="Models",
                 description="Which of the spec's models to train; the others are skipped.",
             ),
+            "force": Param(
+                False,
+                type="boolean",
+                title="Train even if nothing changed",
+                description="Train although data and spec equal the last decided run's.",
+            ),
         },
     )
     def training():
-        @task
+        dataset, champion = dataset_asset(spec), champion_asset(spec)
+
+        @task(outlets=[dataset])
         def ingest() -> dict[str, Any]:
             from freshcast import steps
 
             context = get_current_context()
             with _no_retry_on_bad_input():
-                return steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
+                result = steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
+            context["outlet_events"][dataset].extra = {
+                k: result[k] for k in ("run_dir", "rows", "data_sha256")
+            }
+            return result
+
+        @task.short_circuit
+        def data_changed(ingested: dict[str, Any]) -> bool:
+            from freshcast import steps
+
+            force = get_current_context()["params"]["force"]
+            return steps.data_changed(ingested["run_dir"], force=force)["changed"]
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
@@ -158,20 +217,142 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
             return steps.evaluate(windowed["run_dir"], trained)
 
-        @task
-        def report(evaluated: dict[str, Any]) -> dict[str, Any]:
+        @task(execution_timeout=timedelta(minutes=30))
+        def gate(evaluated: dict[str, Any]) -> dict[str, Any]:
             from freshcast import steps
 
-            return steps.report(evaluated["run_dir"], run_id=get_current_context()["run_id"])
+            return steps.gate(evaluated["run_dir"], run_id=get_current_context()["run_id"])
 
-        windowed = window(split_scale(validate(ingest())))
+        @task.run_if(_promoting, skip_message="the gate refused the candidate; the champion stays")
+        @task(outlets=[champion])
+        def promote(decided: dict[str, Any]) -> dict[str, Any]:
+            from freshcast import steps
+
+            context = get_current_context()
+            with _no_retry_on_bad_input():  # a bundle that fails its check stays failed
+                result = steps.promote(decided["run_dir"], run_id=context["run_id"])
+            if result["version"] is None:  # the champion moved since the gate: no event
+                raise AirflowSkipException(result["refused"])
+            context["outlet_events"][champion].extra = {"version": result["version"]}
+            return result
+
+        @task(trigger_rule="none_failed")
+        def report(decided: dict[str, Any]) -> dict[str, Any]:
+            from freshcast import steps
+
+            return steps.report(decided["run_dir"], run_id=get_current_context()["run_id"])
+
+        ingested = ingest()
+        validated = validate(ingested)
+        data_changed(ingested) >> validated
+        windowed = window(split_scale(validated))
         trained = train.partial(windowed=windowed).expand(model_name=spec.model_names)
-        report(evaluate(windowed, trained))
+        decided = gate(evaluate(windowed, trained))
+        promote(decided) >> report(decided)
 
     return training()
+
+
+def build_forecast_dag(spec: PipelineSpec) -> DAG:
+    """The forecast DAG of one pipeline: on its own schedule and on every new champion."""
+    spec_file = str(spec.spec_path)
+    champion = champion_asset(spec)
+    timetable = _schedule(spec.forecast.schedule)
+    schedule = AssetOrTimeSchedule(timetable=timetable, assets=champion) if timetable else champion
+
+    @dag(
+        dag_id=spec.forecast_dag_id,
+        schedule=schedule,
+        catchup=False,
+        max_active_runs=1,
+        tags=["freshcast", "forecast", *spec.tags],
+        doc_md=f"""
+### `{spec.forecast_dag_id}`: publish forecasts of `{spec.name}` with its champion model
+
+Runs on `{spec.forecast.schedule}` and whenever `{spec.dag_id}` or `{spec.rollback_dag_id}`
+moves the champion. `forecast` loads the champion bundle (sha256 checked, safe_mode on), checks
+the data against its input schema and forecasts `{spec.target}` {spec.horizon} step(s) past the
+data known at the run's time. `score_forecasts` scores every earlier forecast whose actuals have
+arrived and writes the forecast report.
+Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`, and
+`runs/<run_id>/forecast/forecast.csv|parquet`, `runs/<run_id>/score/index.html`).
+""",
+        default_args=_default_args(spec),
+    )
+    def forecasting():
+        @task
+        def forecast() -> dict[str, Any]:
+            from freshcast import steps
+
+            context = get_current_context()
+            try:
+                with _no_retry_on_bad_input():
+                    return steps.forecast(
+                        spec_file, run_id=context["run_id"], cutoff=_cutoff(context)
+                    )
+            except steps.NoChampionError as err:
+                raise AirflowSkipException(str(err)) from err
+
+        @task
+        def score_forecasts(made: dict[str, Any]) -> dict[str, Any]:
+            from freshcast import steps
+
+            return steps.score_forecasts(
+                made["forecast_dir"], run_id=get_current_context()["run_id"]
+            )
+
+        score_forecasts(forecast())
+
+    return forecasting()
+
+
+def build_rollback_dag(spec: PipelineSpec) -> DAG:
+    """Rollback: `airflow dags trigger rollback_<name> --conf '{"version": 3}'`."""
+    spec_file = str(spec.spec_path)
+    champion = champion_asset(spec)
+
+    @dag(
+        dag_id=spec.rollback_dag_id,
+        schedule=None,
+        catchup=False,
+        max_active_runs=1,
+        tags=["freshcast", "registry", *spec.tags],
+        doc_md=f"""
+### `{spec.rollback_dag_id}`: put an earlier model of `{spec.name}` back in service
+
+`airflow dags trigger {spec.rollback_dag_id} --conf '{{"version": 2, "reason": "..."}}'`.
+The version's bundle is checked (sha256 of every file) and loaded in a fresh process before the
+champion pointer moves; the change is recorded in the registry history and triggers
+`{spec.forecast_dag_id}`. List versions with `python -m freshcast.registry show {spec.name}`.
+""",
+        default_args={**_default_args(spec), "retries": 0},
+        params={
+            "version": Param(type="integer", minimum=1, title="Registry version to serve"),
+            "reason": Param("manual rollback", type="string", minLength=1, title="Why"),
+        },
+    )
+    def rolling_back():
+        @task(outlets=[champion])
+        def rollback() -> dict[str, Any]:
+            from freshcast import steps
+
+            context = get_current_context()
+            params = context["params"]
+            with _no_retry_on_bad_input():
+                result = steps.rollback(
+                    spec_file, params["version"], run_id=context["run_id"], reason=params["reason"]
+                )
+            context["outlet_events"][champion].extra = {"version": result["version"]}
+            return result
+
+        rollback()
+
+    return rolling_back()
 
 
 # A spec that does not validate is left out here and reported as an import error by
 # spec_errors.py, so one broken file never hides the other pipelines' DAGs.
 for _spec in load_valid_specs():
     globals()[_spec.dag_id] = build_training_dag(_spec)
+    globals()[_spec.forecast_dag_id] = build_forecast_dag(_spec)
+    globals()[_spec.rollback_dag_id] = build_rollback_dag(_spec)

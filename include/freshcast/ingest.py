@@ -1,21 +1,31 @@
-"""Source -> DataFrame: read CSV/Parquet files (a path, a glob, or a file shipped in a package).
+"""Source -> DataFrame: read CSV/Parquet files (a path, a glob, a landing folder, or a file
+shipped in a package).
 
 Ingest does not judge the data (validate does): it reads the columns the spec names, keeps the
 rows known at the run's cutoff and leaves timestamps as they came, so validate can point at a
 bad row by its number.
+
+A source of several files (a glob or a landing folder to which new partitions are added) is
+combined by one rule: files are read in name order, rows are ordered by timestamp, and rows that
+share a timestamp are resolved by `source.duplicates` (`last`, the default: the file read last
+wins, so a corrected re-delivery named after the original replaces its rows). Files whose name
+starts with `.` or `_` are ignored, so a writer can land a file atomically (write `.x.tmp`, then
+rename) and markers such as `_SUCCESS` are skipped.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from freshcast.errors import BadInputError
-from freshcast.spec import PipelineSpec, resolve_source_path, source_location
+from freshcast.spec import SOURCE_SUFFIXES, PipelineSpec, resolve_source_path, source_location
 
 
 class SourceError(BadInputError, RuntimeError):
@@ -37,11 +47,19 @@ def source_files(spec: PipelineSpec) -> list[Path]:
             raise SourceError(f"source {source_location(spec)}: no such file in the package")
         return [path]
     pattern = resolve_source_path(spec)
-    files = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
+    if spec.source.path and spec.source.path.endswith("/"):
+        pattern = pattern / "*"  # a landing folder: every data file in it
+    files = sorted(
+        Path(p)
+        for p in glob.glob(str(pattern))
+        if Path(p).is_file()
+        and not Path(p).name.startswith((".", "_"))
+        and Path(p).suffix.lower() in SOURCE_SUFFIXES
+    )
     if not files:
         raise SourceError(
-            f"source.path {spec.source.path!r} (resolved to {pattern}) matches no file; "
-            "relative paths start at the spec's folder"
+            f"source.path {spec.source.path!r} (resolved to {pattern}) matches no .csv or "
+            ".parquet file; relative paths start at the spec's folder"
         )
     return files
 
@@ -79,11 +97,43 @@ def load_source(
     frames = [read_file(path, wanted) for path in files or source_files(spec)]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame = frame[[c for c in wanted if c in frame.columns]]
+    if len(frames) > 1 and spec.timestamp in frame.columns:
+        frame = combine_partitions(frame, spec.timestamp, keep=spec.source.duplicates)
     if cutoff is not None and spec.timestamp in frame.columns:
         stamps = to_utc(frame[spec.timestamp], errors="coerce")
         keep = stamps.isna() | (stamps <= pd.Timestamp(cutoff).tz_convert("UTC"))
         frame = frame.loc[keep.to_numpy()].reset_index(drop=True)
     return frame
+
+
+def combine_partitions(frame: pd.DataFrame, timestamp: str, *, keep: str) -> pd.DataFrame:
+    """Rows of several files in read order -> rows ordered by time, one per timestamp.
+
+    Args:
+        frame: (rows, columns), the files' rows concatenated in file-name order.
+        timestamp: the timestamp column (unparsed text or datetimes).
+        keep: "last" or "first" keeps that row of each duplicated timestamp; "error" keeps
+            every row, so validate reports the duplicate with its row numbers.
+
+    Returns:
+        The rows sorted by timestamp (stable, so equal stamps keep read order), duplicates
+        resolved; rows whose timestamp cannot be parsed are kept at the end for validate.
+    """
+    stamps = to_utc(frame[timestamp], errors="coerce")
+    order = np.argsort(stamps.to_numpy(dtype="datetime64[ns]"), kind="stable")  # NaT last
+    frame, stamps = frame.iloc[order], stamps.iloc[order]
+    if keep != "error":
+        duplicated = stamps.duplicated(keep=keep).to_numpy() & stamps.notna().to_numpy()
+        frame = frame.loc[~duplicated] if duplicated.any() else frame
+    return frame.reset_index(drop=True)
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of a frame's content (columns, dtypes and values), independent of file format."""
+    digest = hashlib.sha256()
+    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def to_utc(values: pd.Series, *, errors: str = "raise") -> pd.Series:

@@ -1,4 +1,5 @@
-"""The run report: three PNG plots and one HTML page that references them.
+"""The run report (three PNG plots, the gate's decision, one HTML page) and the forecast
+report (the forecast history against the actuals, accuracy per model version).
 
 Figures are built as `matplotlib.figure.Figure` objects, never through pyplot, so no global
 figure state or GUI backend is touched inside a worker process.
@@ -42,6 +43,8 @@ def write_report(
     predictions: pd.DataFrame,
     target: str = "target",
     top: int = 3,
+    decision: Mapping[str, Any] | None = None,
+    promoted: int | None = None,
 ) -> dict[str, Path]:
     """Draw the plots and write `index.html` into `out_dir`, each file atomically.
 
@@ -56,6 +59,8 @@ def write_report(
             "step" (1..horizon), "name", "actual", "prediction", test split, original units.
         target: the forecast column's name, for the forecast plot's axis.
         top: how many of the best entries the forecast plot shows.
+        decision: the gate's decision (`gate.Decision.to_json()`), shown with its figures.
+        promoted: the registry version the run's candidate became, if it did.
 
     Returns:
         {"html", "loss", "forecast", "leaderboard"} -> path of each written file.
@@ -84,6 +89,10 @@ def write_report(
     _save(_leaderboard_figure(leaderboard, metric), paths["leaderboard"])
     # The page goes last: a folder whose index.html exists has all its images.
     page = _html(pipeline=pipeline, run_id=run_id, metric=metric, leaderboard=leaderboard)
+    if decision is not None:
+        page = page.replace(
+            "<h2>Leaderboard, ranked", _gate_html(decision, promoted) + "<h2>Leaderboard, ranked", 1
+        )
     write_bytes(paths["html"], page.encode("utf-8"))
     return {key: paths[key] for key in ("html", "loss", "forecast", "leaderboard")}
 
@@ -219,9 +228,131 @@ MASE &gt; 1 means it errs more. MAPE leaves out points whose actual value is 0.<
 """
 
 
+def _gate_html(decision: Mapping[str, Any], promoted: int | None) -> str:
+    """The gate's verdict, its reasons and the figures it compared, side by side."""
+    esc = html.escape
+    metric = decision["metric"]
+    if decision["promote"] and promoted is not None:
+        verdict = f"promoted: {decision['candidate']} is now champion v{promoted}"
+    elif decision["promote"]:
+        verdict = f"promote {decision['candidate']} (not registered: see the promote task)"
+    else:
+        held = decision.get("current_champion")
+        verdict = "refused: " + (f"champion v{held} stays" if held else "no champion yet")
+    metrics = [m for m in ("mae", "rmse", "mase", "smape") if m != metric]
+    header = "".join(f"<th>{esc(c)}</th>" for c in ["name", "role", metric, *metrics])
+    rows = []
+    for name, scores in sorted(
+        decision["scores"].items(), key=lambda kv: float(kv[1].get(metric, math.inf))
+    ):
+        cells = [
+            name,
+            scores.get("role", ""),
+            *(_format(scores.get(m)) for m in (metric, *metrics)),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in decision["reasons"])
+    return f"""<h2>Gate: {esc(verdict)}</h2>
+<ul>{reasons}</ul>
+<table>
+<thead><tr>{header}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
+"""
+
+
+def write_forecast_report(
+    out_dir: Path,
+    *,
+    pipeline: str,
+    run_id: str,
+    target: str,
+    scored: pd.DataFrame,
+    actuals: pd.Series,
+    by_version: pd.DataFrame,
+    over_time: pd.DataFrame,
+    latest: pd.DataFrame,
+    tail: int = 200,
+) -> dict[str, Path]:
+    """The forecast history page: recent actuals, every forecast made over them (coloured by
+    model version), the newest forecast, and the accuracy per version and over time.
+
+    Args:
+        scored: `forecasts.score_history` output.
+        actuals: the target's observed values, indexed by UTC time.
+        by_version, over_time: `forecasts.accuracy_by_version` / `accuracy_over_time`.
+        latest: this run's forecast rows (time, step, forecast, model_version).
+        tail: how many of the latest actuals the plot shows.
+    """
+    out_dir = Path(out_dir)
+    picture = out_dir / "history.png"
+    _save(_history_figure(scored, actuals.iloc[-tail:], latest, target), picture)
+    esc = html.escape
+    title = f"freshcast forecasts: {pipeline}, run {run_id}"
+    upcoming = latest.assign(time=latest["time"].astype(str))[["time", "step", "forecast"]]
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
+th {{ background: #f0f0f0; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body>
+<h1>{esc(title)}</h1>
+<h2>Newest forecast of {esc(target)} (model v{int(latest["model_version"].iloc[0])})</h2>
+{upcoming.to_html(index=False, float_format=lambda v: f"{v:.4g}")}
+<h2>Accuracy per model version (forecasts whose actuals have arrived)</h2>
+{by_version.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}
+<h2>Accuracy over time (MAE of each forecast run)</h2>
+{over_time.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}
+<h2>Forecasts against actuals</h2>
+<img src="{picture.name}" alt="past forecasts against the actual values">
+</body>
+</html>
+"""
+    page_path = write_bytes(out_dir / "index.html", page.encode("utf-8"))
+    return {"html": page_path, "history": picture}
+
+
+def _history_figure(
+    scored: pd.DataFrame, actuals: pd.Series, latest: pd.DataFrame, target: str
+) -> Figure:
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.add_subplot()
+    times = _utc_naive(pd.Series(actuals.index))
+    ax.plot(times.to_numpy(), actuals.to_numpy(), color="black", linewidth=1.2, label="actual")
+    start = times.min() if len(times) else None
+    for version, part in scored.groupby("model_version", sort=True):
+        t = _utc_naive(part["time"])
+        keep = (t >= start).to_numpy() if start is not None else slice(None)
+        ax.scatter(
+            t[keep].to_numpy(),
+            part["forecast"].to_numpy()[keep],
+            s=12,
+            label=f"forecasts of v{int(version)}",
+        )
+    ax.plot(
+        _utc_naive(latest["time"]).to_numpy(),
+        latest["forecast"].to_numpy(),
+        color="tab:red",
+        marker="o",
+        linewidth=1.5,
+        label="newest forecast",
+    )
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel(target)
+    ax.legend()
+    return fig
+
+
 def _format(value: Any) -> str:
-    """A metric to 4 significant digits; nan as "n/a"."""
-    value = float(value)
+    """A metric to 4 significant digits; nan and None as "n/a"."""
+    value = float("nan") if value is None else float(value)
     return "n/a" if math.isnan(value) else f"{value:.4g}"
 
 

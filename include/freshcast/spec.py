@@ -38,6 +38,7 @@ FREQUENCY_PATTERN = re.compile(
 )
 AGGREGATIONS = ("mean", "sum", "min", "max", "median", "first", "last")
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
+SOURCE_SUFFIXES = (".csv", ".parquet", ".pq")
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@once")
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -52,14 +53,20 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    """Where the series comes from: a file path or glob, or a file shipped in a package."""
+    """Where the series comes from: a file, a glob or a landing folder, or a packaged file."""
 
     path: str | None = Field(
         default=None,
-        description="CSV or Parquet path or glob; relative paths start at the spec's folder.",
+        description="CSV or Parquet file, glob, or folder ending in '/' (a landing folder); "
+        "relative paths start at the spec's folder.",
     )
     package: str | None = Field(default=None, description="Installed package holding the file.")
     resource: str | None = Field(default=None, description="File inside `package`.")
+    duplicates: Literal["last", "first", "error"] = Field(
+        default="last",
+        description="Rows of a multi-file source that share a timestamp: keep the one read last "
+        "(files in name order), the one read first, or fail validation.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> SourceSpec:
@@ -67,10 +74,61 @@ class SourceSpec(_Strict):
             raise ValueError("give either `path` or `package` + `resource`, not both or neither")
         if self.package is not None and not self.resource:
             raise ValueError("`package` needs `resource`, the file's path inside the package")
-        for name in (self.path or self.resource or "",):
-            if not name.lower().endswith((".csv", ".parquet", ".pq")):
-                raise ValueError(f"source must be a .csv or .parquet file. Received: {name!r}")
+        name = self.path or self.resource or ""
+        if self.path is not None and (name.endswith("/") or any(c in name for c in "*?[")):
+            return self  # a folder or glob: its CSV and Parquet files are read
+        if not name.lower().endswith(SOURCE_SUFFIXES):
+            raise ValueError(
+                "source must be a .csv or .parquet file, a glob, or a folder ending in '/'. "
+                f"Received: {name!r}"
+            )
         return self
+
+
+class GateSpec(_Strict):
+    """When a run's best model may replace the champion in service."""
+
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much better than the champion, on the primary metric, a candidate "
+        "must be (0 means any improvement).",
+    )
+    margin_type: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="`relative`: margin is a fraction of the champion's score (0.02 = 2%); "
+        "`absolute`: in the metric's units.",
+    )
+    keep: PositiveInt = Field(
+        default=5,
+        description="Registry versions kept; older ones are deleted (never the champion).",
+    )
+    skip_unchanged: bool = Field(
+        default=True,
+        description="Skip training when the data and spec equal the last decided run's.",
+    )
+
+    @model_validator(mode="after")
+    def _relative_below_one(self) -> GateSpec:
+        if self.margin_type == "relative" and self.margin >= 1:
+            raise ValueError(
+                f"a relative margin must be below 1 (it is a fraction). Received: {self.margin}"
+            )
+        return self
+
+
+class ForecastSpec(_Strict):
+    """The forecast DAG: when it runs besides each new champion."""
+
+    schedule: str | None = Field(
+        default="@daily",
+        description="Cron or preset for forecast_<name>; it also runs when the champion changes.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return _check_schedule(value)
 
 
 class ResampleSpec(_Strict):
@@ -168,6 +226,8 @@ class PipelineSpec(_Strict):
     metric: Literal["mae", "rmse", "mape", "smape", "mase"] = "mae"
     seed: int = 42
     schedule: str | None = "@weekly"
+    gate: GateSpec = GateSpec()
+    forecast: ForecastSpec = ForecastSpec()
     owner: str = "freshcast"
     tags: list[str] = Field(default_factory=list)
     models: list[ModelSpec] = Field(min_length=1)
@@ -189,12 +249,7 @@ class PipelineSpec(_Strict):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is None or value in SCHEDULE_PRESETS or croniter.is_valid(value):
-            return value
-        raise ValueError(
-            f"must be a cron expression such as '0 6 * * 1', one of {list(SCHEDULE_PRESETS)}, "
-            f"or null. Received: {value!r}"
-        )
+        return _check_schedule(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -242,6 +297,14 @@ class PipelineSpec(_Strict):
         return f"train_{self.name}"
 
     @property
+    def forecast_dag_id(self) -> str:
+        return f"forecast_{self.name}"
+
+    @property
+    def rollback_dag_id(self) -> str:
+        return f"rollback_{self.name}"
+
+    @property
     def columns(self) -> list[str]:
         """Column order of the scaled array: the features, then the target if not a feature."""
         return [*self.features, *([] if self.target in self.features else [self.target])]
@@ -276,6 +339,15 @@ def _fill_model_names(models: list[object]) -> list[object]:
             model = {**model, "name": name}
         out.append(model)
     return out
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is None or value in SCHEDULE_PRESETS or croniter.is_valid(value):
+        return value
+    raise ValueError(
+        f"must be a cron expression such as '0 6 * * 1', one of {list(SCHEDULE_PRESETS)}, "
+        f"or null. Received: {value!r}"
+    )
 
 
 def _check_frequency(value: str) -> str:

@@ -20,7 +20,8 @@ import pandas as pd
 
 from freshcast import artifacts
 from freshcast.artifacts import ArtifactError, output_path, read_json, read_manifest, write_manifest
-from freshcast.ingest import load_source, source_files
+from freshcast.ingest import data_fingerprint, load_source, source_files
+from freshcast.registry import Registry
 from freshcast.scaling import ScalerParams, fit_scaler
 from freshcast.spec import PipelineSpec, load_spec, source_location
 from freshcast.validate import validate_frame
@@ -72,6 +73,14 @@ def load_windows(run: Path) -> tuple[dict[str, Windows], dict[str, Any]]:
     return {s: windows[slice(*layout["ranges"][s])] for s in SPLITS}, layout
 
 
+def test_targets(series: np.ndarray, layout: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The test windows' first target rows [n] and their actual values [n, horizon]."""
+    start, stop = layout["ranges"]["test"]
+    target_rows = np.arange(start, stop) + layout["timesteps"]  # [n]
+    actual = series[target_rows[:, None] + np.arange(layout["horizon"])]  # [n, horizon]
+    return target_rows, actual
+
+
 def _timed(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
         start = time.perf_counter()
@@ -96,6 +105,10 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
         frame = load_source(spec, cutoff=cutoff, files=files)
         snapshot = _save_parquet(out / "snapshot.parquet", frame)
         spec_json = artifacts.write_json(out / "spec.json", spec.model_dump(mode="json"))
+        fingerprint = {
+            "data_sha256": data_fingerprint(frame),
+            "spec_sha256": artifacts.sha256_file(spec_json),
+        }
         manifest = write_manifest(
             out,
             step="ingest",
@@ -104,6 +117,7 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
             params={
                 "cutoff": cutoff.isoformat() if cutoff else None,
                 "source": source_location(spec),
+                "fingerprint": fingerprint,
             },
             shapes={"snapshot": list(frame.shape)},
         )
@@ -112,6 +126,7 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
         "run_dir": str(run),
         "rows": len(frame),
         "snapshot_sha256": read_json(manifest)["outputs"]["snapshot"]["sha256"],
+        **fingerprint,
     }
 
 
@@ -311,10 +326,8 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     windows, layout = load_windows(run)
     splits = read_json(output_path(run / "split_scale", "splits"))
     series = frame[spec.target].to_numpy(dtype=np.float64)  # [rows], original units
-    horizon, timesteps = layout["horizon"], layout["timesteps"]
-    test_start = layout["ranges"]["test"][0]
-    target_rows = np.arange(test_start, test_start + len(windows["test"])) + timesteps  # [n]
-    actual = series[target_rows[:, None] + np.arange(horizon)]  # [n, horizon]
+    horizon = layout["horizon"]
+    target_rows, actual = test_targets(series, layout)
     scale = evaluation.naive_scale(series[: splits["train"]["rows"]])
 
     def to_units(scaled: np.ndarray) -> np.ndarray:
@@ -406,6 +419,11 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     for row in board:
         if row["kind"] == "model":
             histories[row["name"]] = read_json(output_path(run / "train" / row["name"], "history"))
+    decision, promoted = None, None
+    if (run / "gate" / artifacts.MANIFEST).exists():  # absent when the gate did not run
+        decision = read_json(output_path(run / "gate", "decision"))
+        event = Registry(spec.name).find_event(run_id=run_id, kinds=("promoted",))
+        promoted = event["version"] if event else None
     with artifacts.step_output(run / "report") as out:
         files = write_report(
             out,
@@ -416,6 +434,8 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             histories=histories,
             predictions=predictions,
             target=spec.target,
+            decision=decision,
+            promoted=promoted,
         )
         write_manifest(
             out,
@@ -423,10 +443,404 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             inputs={"leaderboard": output_path(run / "evaluate", "leaderboard", verify=False)},
             outputs={k: Path(v) for k, v in files.items()},
         )
-    return {"run_dir": str(run), "html": str(files["html"]), "best": board[0]["name"]}
+    return {
+        "run_dir": str(run),
+        "html": str(files["html"]),
+        "best": board[0]["name"],
+        "promoted": promoted,
+    }
 
 
 def _save_csv(path: Path, frame: pd.DataFrame) -> Path:
     with artifacts.atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return path
+
+
+# ---------------------------------------------------------------- serving: skip, gate, promote
+
+
+def fingerprint(run: Path) -> dict[str, str]:
+    """The run's input fingerprint: content hashes of the ingested data and of the spec."""
+    return read_manifest(run / "ingest", verify=False)["params"]["fingerprint"]
+
+
+@_timed
+def data_changed(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Whether this run must train: its data or spec differ from the last decided run's.
+
+    Returns:
+        {"changed": bool, "reason": str, ...}; `changed` False means skip training.
+    """
+    run = Path(run_dir)
+    spec = run_spec(run)
+    mine = fingerprint(run)
+    last = Registry(spec.name).last_decision()
+    if force:
+        changed, reason = True, "conf force=true"
+    elif not spec.gate.skip_unchanged:
+        changed, reason = True, "the spec's gate.skip_unchanged is false"
+    elif last is None:
+        changed, reason = True, "no earlier run reached a decision"
+    elif last.get("fingerprint") == mine:
+        changed, reason = (
+            False,
+            (
+                f"data and spec are identical to run {last['run_id']} (decided {last['at']}: "
+                f"{last['kind']}); trigger with conf force=true to train anyway"
+            ),
+        )
+    else:
+        what = [k.split("_")[0] for k in mine if (last.get("fingerprint") or {}).get(k) != mine[k]]
+        changed, reason = True, f"{' and '.join(what)} changed since run {last['run_id']}"
+    log.info("changed=%s: %s", changed, reason)
+    return {"changed": changed, "reason": reason, **mine}
+
+
+def _candidate_model(run: Path, name: str) -> tuple[Path, str]:
+    entry = read_manifest(run / "train" / name, verify=False)["outputs"]["model"]
+    return Path(entry["path"]), entry["sha256"]
+
+
+@_timed
+def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str, Any]:
+    """Score the champion on this run's test window beside the run's best model and decide.
+
+    Writes `gate/decision.json` (every figure side by side) and, for a candidate, a sample of
+    its inputs and outputs that the bundle's fresh-process check must reproduce. A refusal is
+    recorded in the registry history here; a promotion is recorded by `promote`.
+    """
+    from freshcast import evaluation
+    from freshcast.gate import decide
+    from freshcast.models import load_model
+    from freshcast.serving import forecast_rows, incompatibility, load_bundle
+
+    run = Path(run_dir)
+    spec = run_spec(run)
+    metrics = read_json(output_path(run / "evaluate", "metrics"))
+    board = read_json(output_path(run / "evaluate", "leaderboard"))
+    models = [r for r in board if r["kind"] == "model" and np.isfinite(r[spec.metric])]
+    broken = [r["name"] for r in board if r["kind"] == "model" and r not in models]
+    baselines = {n: s for n, s in metrics["scores"].items() if s["kind"] == "baseline"}
+    candidate = (models[0]["name"], metrics["scores"][models[0]["name"]]) if models else None
+    if candidate is None and broken:
+        candidate = (broken[0], metrics["scores"][broken[0]])  # refused as broken, with figures
+
+    registry = Registry(spec.name)
+    pointer = registry.champion()
+    champion, note = None, None
+    frame = load_series(run)
+    windows, layout = load_windows(run)
+    if pointer is not None:
+        version = pointer["version"]
+        meta = registry.bundle(version)  # a tampered champion fails the gate: nothing moves
+        target_rows, actual = test_targets(frame[spec.target].to_numpy(np.float64), layout)
+        problem = incompatibility(meta, frame, frequency=spec.grid_frequency)
+        if meta["schema"]["target"] != spec.target or meta["window"]["horizon"] != spec.horizon:
+            problem = (
+                f"it forecasts {meta['schema']['target']} {meta['window']['horizon']} step(s) "
+                f"ahead, this run {spec.target} {spec.horizon}"
+            )
+        elif problem is None and meta["window"]["timesteps"] > target_rows[0]:
+            problem = "its window reaches before the first row"
+        if problem:
+            note = f"champion v{version} cannot forecast this run's data ({problem}): compared "
+            note += "with the baselines only"
+        else:
+            bundle = load_bundle(registry.bundle_dir(version))
+            predicted = forecast_rows(bundle, frame, target_rows)
+            champion = (version, evaluation.score(actual, predicted, scale=metrics["mase_scale"]))
+    decision = decide(
+        metric=spec.metric,
+        candidate=candidate,
+        champion=champion,
+        baselines=baselines,
+        gate=spec.gate,
+        champion_note=note,
+    ).to_json()
+    decision["fingerprint"] = fingerprint(run)
+    decision["current_champion"] = pointer["version"] if pointer else None
+
+    with artifacts.step_output(run / "gate") as out:
+        outputs = {"decision": artifacts.write_json(out / "decision.json", decision)}
+        if decision["promote"]:
+            path, sha = _candidate_model(run, decision["candidate"])
+            model = load_model(path, sha256=sha)
+            x = np.ascontiguousarray(windows["test"].x[-sample_size:])  # [S, timesteps, inputs]
+            y = np.asarray(model(x, training=False), dtype=np.float64)  # [S, horizon], scaled
+            if not np.all(np.isfinite(y)):
+                raise ArtifactError(f"candidate {decision['candidate']} predicts non-finite values")
+            outputs["sample_input"] = _save_npy(out / "sample_input.npy", x)
+            outputs["sample_output"] = _save_npy(out / "sample_output.npy", y)
+        write_manifest(out, step="gate", outputs=outputs, params={"gate": spec.gate.model_dump()})
+    if not decision["promote"]:
+        with registry.lock():
+            if registry.find_event(run_id=run_id, kinds=("refused",)) is None:
+                registry.record(
+                    "refused",
+                    run_id=run_id,
+                    decision=_event_decision(decision),
+                    fingerprint=decision["fingerprint"],
+                )
+    for reason in decision["reasons"]:
+        log.info("gate: %s", reason)
+    return {
+        "run_dir": str(run),
+        "promote": decision["promote"],
+        "candidate": decision["candidate"],
+        "champion": decision["current_champion"],
+        "reasons": decision["reasons"],
+    }
+
+
+def _event_decision(decision: dict[str, Any]) -> dict[str, Any]:
+    """The part of a decision the registry history keeps (figures of the primary metric)."""
+    metric = decision["metric"]
+    return {
+        "metric": metric,
+        "candidate": decision["candidate"],
+        "champion_version": decision["champion_version"],
+        "improvement": decision["improvement"],
+        "figures": {name: s.get(metric) for name, s in decision["scores"].items()},
+        "reasons": decision["reasons"],
+    }
+
+
+@_timed
+def promote(
+    run_dir: str | Path,
+    *,
+    run_id: str,
+    verify: Callable[[Path], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Register the gate's candidate as a new version and make it the champion.
+
+    Order, each step safe to crash after: bundle stored as the next version; bundle loaded
+    and checked in a fresh process; pointer moved atomically; history written; old versions
+    pruned. A retry of the same run finds its version and event and does not add another.
+    """
+    from freshcast.registry import git_commit, verify_in_fresh_process
+
+    verify = verify or verify_in_fresh_process
+    run = Path(run_dir)
+    spec = run_spec(run)
+    decision = read_json(output_path(run / "gate", "decision"))
+    if not decision["promote"]:
+        raise ArtifactError(f"{run}: the gate refused this run's candidate; nothing to promote")
+    registry = Registry(spec.name)
+    with registry.lock():
+        done = registry.find_event(run_id=run_id, kinds=("promoted",))
+        if done is not None:
+            return {"version": done["version"], "pruned": [], "already": True}
+        current = registry.champion()
+        now_serving = current["version"] if current else None
+        if now_serving != decision["current_champion"]:
+            why = (
+                f"the champion changed to v{now_serving} after the gate compared with "
+                f"v{decision['current_champion']}; retrain to compare with it"
+            )
+            registry.record(
+                "refused",
+                run_id=run_id,
+                decision={**_event_decision(decision), "reasons": [why]},
+                fingerprint=decision["fingerprint"],
+            )
+            return {"version": None, "pruned": [], "refused": why}
+        name = decision["candidate"]
+        model_path, _ = _candidate_model(run, name)
+        gate_dir, train_dir = run / "gate", run / "train" / name
+        files = {
+            "model": model_path,
+            "scaler": output_path(run / "split_scale", "scaler"),
+            "spec": output_path(run / "ingest", "spec"),
+            "history": output_path(train_dir, "history"),
+            "sample_input": output_path(gate_dir, "sample_input"),
+            "sample_output": output_path(gate_dir, "sample_output"),
+        }
+        layout = read_json(output_path(run / "window", "layout"))
+        series = read_manifest(run / "validate", verify=False)["params"]["report"]
+        trained = read_manifest(train_dir, verify=False)
+        meta = {
+            "model": {"name": name, "type": spec.model(name).type, **trained["params"]},
+            "window": {
+                "timesteps": layout["timesteps"],
+                "horizon": layout["horizon"],
+                "inputs": layout["inputs"],
+            },
+            "schema": {
+                "timestamp": spec.timestamp,
+                "columns": layout["columns"],
+                "features": spec.features,
+                "target": spec.target,
+                "frequency": spec.grid_frequency,
+                "dtype": "float64",
+            },
+            "metric": spec.metric,
+            "scores": decision["scores"][name],
+            "gate": _event_decision(decision),
+            "lineage": {
+                "run_id": run_id,
+                "run_dir": str(run),
+                **decision["fingerprint"],
+                "snapshot_sha256": read_manifest(run / "ingest", verify=False)["outputs"][
+                    "snapshot"
+                ]["sha256"],
+                "data_start": series["start"],
+                "data_end": series["end"],
+                "compared_to": decision["current_champion"],
+                "git_commit": git_commit(),
+                "versions": trained["versions"],
+            },
+        }
+        version = registry.add_version(files, meta=meta, run_id=run_id)
+        check = verify(registry.bundle_dir(version))
+        registry.set_champion(
+            version,
+            event={
+                "kind": "promoted",
+                "run_id": run_id,
+                "from_version": decision["current_champion"],
+                "decision": _event_decision(decision),
+                "fingerprint": decision["fingerprint"],
+                "verified": check,
+            },
+        )
+        pruned = registry.prune(spec.gate.keep)
+    log.info("promoted %s as v%d (checked in a fresh process: %s)", name, version, check)
+    return {"version": version, "model": name, "pruned": pruned}
+
+
+@_timed
+def rollback(spec_file: str | Path, version: int, *, run_id: str, reason: str) -> dict[str, Any]:
+    """Make `version` the champion again (checked in a fresh process first)."""
+    from freshcast.registry import rollback as roll_back
+    from freshcast.registry import verify_in_fresh_process
+
+    spec = load_spec(spec_file)
+    pointer = roll_back(
+        Registry(spec.name),
+        version,
+        run_id=run_id,
+        reason=reason,
+        verify=verify_in_fresh_process,
+    )
+    return {"version": pointer["version"], "from_version": pointer["event"]["from_version"]}
+
+
+# ---------------------------------------------------------------- the forecast DAG's steps
+
+
+class NoChampionError(ArtifactError):
+    """The pipeline has no champion yet, so there is nothing to forecast with."""
+
+
+@_timed
+def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> dict[str, Any]:
+    """Forecast the next horizon from the data known at `cutoff` with the champion bundle.
+
+    Writes `forecasts/runs/<run_id>/forecast/` (forecast.csv, forecast.parquet, actuals.parquet,
+    manifest) and adds the forecast to `forecasts/history.parquet`.
+
+    Raises:
+        NoChampionError: before the first promotion.
+        SchemaError: the data no longer fits the champion (columns, grid).
+    """
+    from freshcast.forecasts import append_history, forecasts_dir, history_path
+    from freshcast.serving import check_schema, forecast_rows, load_bundle
+
+    spec = load_spec(spec_file)
+    registry = Registry(spec.name)
+    pointer = registry.champion()
+    if pointer is None:
+        raise NoChampionError(
+            f"{spec.name} has no champion yet: run {spec.dag_id} until a model passes the gate"
+        )
+    bundle = load_bundle(registry.bundle_dir(pointer["version"]))
+    files = source_files(spec)
+    raw = load_source(spec, cutoff=cutoff, files=files)
+    frame, _ = validate_frame(raw, spec, source=source_location(spec), for_training=False)
+    check_schema(bundle.meta, frame, frequency=spec.grid_frequency)
+    predicted = forecast_rows(bundle, frame, np.array([len(frame)]))[0]  # [horizon]
+    grid = pd.date_range(frame.index[-1], periods=bundle.horizon + 1, freq=spec.grid_frequency)
+    made_at = pd.Timestamp(cutoff).tz_convert("UTC") if cutoff else frame.index[-1]
+    rows = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "made_at": made_at,
+            "origin": frame.index[-1],
+            "time": grid[1:],
+            "step": np.arange(1, bundle.horizon + 1),
+            "target": bundle.target,
+            "forecast": predicted,
+            "model_version": bundle.version,
+            "model_name": bundle.meta["model"]["name"],
+        }
+    )
+    out_dir = forecasts_dir(spec.name) / "runs" / artifacts.safe_run_id(run_id) / "forecast"
+    with artifacts.step_output(out_dir) as out:
+        outputs = {
+            "forecast_parquet": _save_parquet(out / "forecast.parquet", rows.set_index("time")),
+            "forecast_csv": _save_csv(out / "forecast.csv", rows),
+            "actuals": _save_parquet(out / "actuals.parquet", frame[[bundle.target]]),
+        }
+        write_manifest(
+            out,
+            step="forecast",
+            inputs={"model": bundle.path / "model.keras"}
+            | {f"source_{i}": f for i, f in enumerate(files)},
+            outputs=outputs,
+            params={"version": bundle.version, "cutoff": str(made_at), "run_id": run_id},
+            shapes={"forecast": [bundle.horizon]},
+        )
+        append_history(history_path(spec.name), rows)
+    log.info("v%d forecasts %s: %s", bundle.version, bundle.target, predicted.round(4).tolist())
+    return {
+        "forecast_dir": str(out_dir),
+        "version": bundle.version,
+        "origin": frame.index[-1].isoformat(),
+        "forecast": {t.isoformat(): float(v) for t, v in zip(grid[1:], predicted, strict=True)},
+    }
+
+
+@_timed
+def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
+    """Score every past forecast whose actuals have arrived and draw the forecast report."""
+    from freshcast.forecasts import (
+        accuracy_by_version,
+        accuracy_over_time,
+        read_history,
+        score_history,
+    )
+    from freshcast.report import write_forecast_report
+
+    out_root = Path(forecast_dir).parent
+    made = read_manifest(Path(forecast_dir))
+    latest = pd.read_parquet(made["outputs"]["forecast_parquet"]["path"]).reset_index()
+    actuals = pd.read_parquet(made["outputs"]["actuals"]["path"]).iloc[:, 0]
+    pipeline = out_root.parent.parent.name
+    history = read_history(out_root.parent.parent / "history.parquet")
+    scored = score_history(history, actuals)
+    by_version, over_time = accuracy_by_version(scored), accuracy_over_time(scored)
+    with artifacts.step_output(out_root / "score") as out:
+        outputs = {
+            "scored": _save_parquet(out / "scored.parquet", scored),
+            "by_version": _save_csv(out / "accuracy_by_version.csv", by_version),
+            "over_time": _save_csv(out / "accuracy_over_time.csv", over_time),
+        }
+        files = write_forecast_report(
+            out,
+            pipeline=pipeline,
+            run_id=run_id,
+            target=str(actuals.name),
+            scored=scored,
+            actuals=actuals,
+            by_version=by_version,
+            over_time=over_time,
+            latest=latest,
+        )
+        write_manifest(out, step="score_forecasts", outputs={**outputs, **files})
+    return {
+        "html": str(out / "index.html"),
+        "scored_steps": int(scored["actual"].notna().sum()),
+        "by_version": by_version[["model_version", "scored_steps", "mae"]].to_dict("records"),
+    }

@@ -29,7 +29,7 @@ class ValidationReport:
 
 
 def validate_frame(
-    raw: pd.DataFrame, spec: PipelineSpec, *, source: str
+    raw: pd.DataFrame, spec: PipelineSpec, *, source: str, for_training: bool = True
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Check the ingested rows and return the series on a regular grid.
 
@@ -37,6 +37,8 @@ def validate_frame(
         raw: (rows, columns) as ingested; timestamps unparsed, rows in file order.
         spec: the pipeline spec.
         source: how to name the data in messages (file path or package resource).
+        for_training: check that the series fills the spec's splits; a forecast only needs
+            one window of history.
 
     Returns:
         (frame, report): frame is (steps, len(spec.columns)) float64 with a UTC DatetimeIndex
@@ -67,7 +69,12 @@ def validate_frame(
     frame, filled = _fill_gaps(frame, spec, fail)
     _check_finite(frame, fail)
     _check_not_constant(frame, spec.target, fail)
-    sizes = _check_enough_rows(len(frame), spec, fail)
+    if for_training:
+        sizes = _check_enough_rows(len(frame), spec, fail)
+    elif len(frame) < spec.window:
+        raise fail(f"{len(frame)} rows are fewer than one window of {spec.window}")
+    else:
+        sizes = (len(frame), 0, 0)
     report = ValidationReport(
         rows=len(frame),
         start=frame.index[0].isoformat(),

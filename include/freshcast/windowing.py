@@ -74,10 +74,19 @@ def make_windows(
     samples = rows - timesteps - horizon + 1
     if samples < 1:
         raise ValueError(f"{rows} rows make no window of timesteps={timesteps} + horizon={horizon}")
-    # sliding_window_view puts the window axis last: (rows - T + 1, inputs, T) -> swap to T first.
-    x = sliding_window_view(array[:, :inputs], timesteps, axis=0).transpose(0, 2, 1)
+    x = input_windows(array, timesteps=timesteps, inputs=inputs)
     y = sliding_window_view(array[:, target], horizon)  # [rows - h + 1, h]
     return Windows(x=x[:samples], y=y[timesteps : timesteps + samples])
+
+
+def input_windows(array: np.ndarray, *, timesteps: int, inputs: int) -> np.ndarray:
+    """Every input window of `array` as a view: (rows - timesteps + 1, timesteps, inputs).
+
+    Window `i` reads rows `[i, i + timesteps)` and is the model's input for target row
+    `i + timesteps`, which may lie past the last row (a forecast of the future).
+    """
+    # sliding_window_view puts the window axis last: (rows - T + 1, inputs, T) -> swap to T first.
+    return sliding_window_view(array[:, :inputs], timesteps, axis=0).transpose(0, 2, 1)
 
 
 def split_ranges(

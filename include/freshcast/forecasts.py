@@ -1,0 +1,129 @@
+"""The forecast history of a pipeline: every published forecast, later scored against actuals.
+
+`<root>/<pipeline>/forecasts/history.parquet` holds one row per forecast step ever published
+(long form, see HISTORY_COLUMNS). A forecast run replaces its own rows (a retry adds nothing)
+and rewrites the file atomically. Scoring joins the history with the actual values known now:
+a forecast whose target time has an actual counts; the rest wait for their data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from freshcast import artifacts
+
+HISTORY_COLUMNS = (
+    "run_id",  # the forecast DAG run that published it
+    "made_at",  # the run's cutoff: data known up to here (UTC)
+    "origin",  # time of the last observed row the forecast starts from (UTC)
+    "time",  # the forecast's target time (UTC)
+    "step",  # 1..horizon
+    "target",  # the forecast column
+    "forecast",  # in the data's units
+    "model_version",  # the registry version that made it
+    "model_name",
+)
+
+
+def forecasts_dir(pipeline: str, *, root: Path | None = None) -> Path:
+    return (root or artifacts.artifact_root()) / pipeline / "forecasts"
+
+
+def history_path(pipeline: str, *, root: Path | None = None) -> Path:
+    return forecasts_dir(pipeline, root=root) / "history.parquet"
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """The history, or an empty frame with its columns before the first forecast."""
+    if not Path(path).exists():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in HISTORY_COLUMNS})
+    return pd.read_parquet(path)
+
+
+def append_history(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """Add one run's forecast rows, replacing any rows of that run; write atomically.
+
+    Args:
+        rows: (horizon, HISTORY_COLUMNS) rows of one run.
+
+    Returns:
+        The whole history, sorted by made_at, time and step.
+    """
+    missing = [c for c in HISTORY_COLUMNS if c not in rows.columns]
+    if missing or len(set(rows["run_id"])) != 1:
+        raise ValueError(
+            f"`rows` must hold one run's forecast with columns {list(HISTORY_COLUMNS)}. "
+            f"Missing: {missing}; run ids: {rows['run_id'].unique().tolist()}"
+        )
+    history = read_history(path)
+    history = history[history["run_id"] != rows["run_id"].iloc[0]]
+    parts = [p for p in (history, rows[list(HISTORY_COLUMNS)]) if len(p)]
+    merged = pd.concat(parts, ignore_index=True) if parts else rows[list(HISTORY_COLUMNS)]
+    merged = merged.sort_values(["made_at", "time", "step"], kind="stable").reset_index(drop=True)
+    with artifacts.atomic_path(Path(path)) as tmp:
+        merged.to_parquet(tmp, index=False)
+    return merged
+
+
+def score_history(history: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
+    """Each forecast row with its actual value and error, where the actual is known.
+
+    Args:
+        history: rows with HISTORY_COLUMNS.
+        actuals: the target's observed values, indexed by UTC time.
+
+    Returns:
+        history plus "actual", "error" (forecast - actual) and "abs_error"; NaN where the
+        target time has no actual yet.
+    """
+    known = actuals.dropna()
+    times = pd.to_datetime(history["time"], utc=True)
+    actual = known.reindex(pd.DatetimeIndex(times)).to_numpy(dtype=np.float64)
+    scored = history.assign(actual=actual)
+    scored["error"] = scored["forecast"].astype(np.float64) - scored["actual"]
+    scored["abs_error"] = scored["error"].abs()
+    return scored
+
+
+def accuracy_by_version(scored: pd.DataFrame) -> pd.DataFrame:
+    """Forecast accuracy per model version over every scored step: n, MAE, RMSE, bias."""
+    done = scored.dropna(subset=["actual"])
+    rows = []
+    for version, part in done.groupby("model_version", sort=True):
+        rows.append(
+            {
+                "model_version": int(version),
+                "model_name": str(part["model_name"].iloc[-1]),
+                "forecasts": int(part["run_id"].nunique()),
+                "scored_steps": len(part),
+                "mae": float(part["abs_error"].mean()),
+                "rmse": float(np.sqrt(np.mean(np.square(part["error"])))),
+                "bias": float(part["error"].mean()),
+                "first": str(part["made_at"].min()),
+                "last": str(part["made_at"].max()),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model_version",
+            "model_name",
+            "forecasts",
+            "scored_steps",
+            "mae",
+            "rmse",
+            "bias",
+            "first",
+            "last",
+        ],
+    )
+
+
+def accuracy_over_time(scored: pd.DataFrame) -> pd.DataFrame:
+    """MAE of each forecast run whose steps are (partly) scored, in order of making."""
+    done = scored.dropna(subset=["actual"])
+    grouped = done.groupby(["made_at", "run_id", "model_version"], sort=True)["abs_error"]
+    return grouped.agg(mae="mean", scored_steps="count").reset_index()

@@ -1,0 +1,135 @@
+"""The champion/challenger gate: may this run's best model replace the one in service?
+
+A pure function of scores that were all measured on the same, newest test window: the run's
+candidate, the champion re-scored on that window, and the naive baselines. Every metric here is
+lower-is-better (MAE, RMSE, MAPE, sMAPE, MASE).
+
+Rules, in order:
+1. the candidate's score must be a finite number (a broken model is refused);
+2. it must beat persistence and seasonal naive (strictly);
+3. with a comparable champion, it must beat the champion's score by the spec's margin:
+   relative: (champion - candidate) / champion >= margin; absolute: champion - candidate >=
+   margin; and in both cases strictly better than the champion.
+   Without a champion (first run, or a champion that cannot forecast this data because the spec
+   changed its target, horizon or columns), rule 2 is enough.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from freshcast.spec import GateSpec
+
+
+@dataclass
+class Decision:
+    """The gate's verdict and its reasons, with every figure it used side by side."""
+
+    promote: bool
+    metric: str
+    candidate: str | None
+    reasons: list[str]
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    champion_version: int | None = None
+    improvement: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    *,
+    metric: str,
+    candidate: tuple[str, Mapping[str, float]] | None,
+    champion: tuple[int, Mapping[str, float]] | None,
+    baselines: Mapping[str, Mapping[str, float]],
+    gate: GateSpec,
+    champion_note: str | None = None,
+) -> Decision:
+    """Apply the rules above.
+
+    Args:
+        metric: the primary metric, a key of every score mapping.
+        candidate: (model name, its scores) or None when no model trained.
+        champion: (version, its scores re-measured on the same window) or None.
+        baselines: baseline name -> scores; must hold "persistence" and a "seasonal_naive_*".
+        gate: margin and margin type from the spec.
+        champion_note: why there is no comparable champion, when there is a champion in service
+            that could not be compared; recorded among the reasons.
+
+    Returns:
+        The decision; `scores` holds "candidate", "champion" (if any) and each baseline.
+    """
+    scores: dict[str, dict[str, Any]] = {
+        name: {"role": "baseline", **s} for name, s in baselines.items()
+    }
+    if candidate is None:
+        return Decision(False, metric, None, ["no trained model to consider"], scores)
+    name, cand = candidate
+    scores[name] = {"role": "candidate", **cand}
+    if champion is not None:
+        scores[f"champion_v{champion[0]}"] = {"role": "champion", **champion[1]}
+    decision = Decision(
+        False, metric, name, [], scores, champion_version=champion[0] if champion else None
+    )
+    value = float(cand.get(metric, math.nan))
+    if not math.isfinite(value):
+        decision.reasons.append(f"candidate {name} has no finite {metric} ({value}): refused")
+        return decision
+
+    beaten = True
+    for base in _required_baselines(baselines):
+        other = float(baselines[base][metric])
+        if value < other or not math.isfinite(other):
+            decision.reasons.append(f"{name} {metric} {value:.4g} beats {base} {other:.4g}")
+        else:
+            beaten = False
+            decision.reasons.append(f"{name} {metric} {value:.4g} does not beat {base} {other:.4g}")
+
+    promote = beaten
+    if champion is None:
+        decision.reasons.append(champion_note or "no champion yet: beating the baselines suffices")
+    else:
+        version, champ = champion
+        held = float(champ[metric])
+        if not math.isfinite(held):
+            decision.reasons.append(
+                f"champion v{version} has no finite {metric}: any candidate wins"
+            )
+        else:
+            gain = held - value
+            improvement = gain / abs(held) if gate.margin_type == "relative" and held else gain
+            decision.improvement = improvement
+            unit = "" if gate.margin_type == "absolute" else " (relative)"
+            shown = f"{improvement:.2%}" if gate.margin_type == "relative" else f"{improvement:.4g}"
+            wanted = (
+                f"{gate.margin:.2%}" if gate.margin_type == "relative" else f"{gate.margin:.4g}"
+            )
+            if gain > 0 and improvement >= gate.margin:
+                decision.reasons.append(
+                    f"{name} {metric} {value:.4g} beats champion v{version} {held:.4g} by "
+                    f"{shown}{unit}, margin {wanted}"
+                )
+            else:
+                promote = False
+                decision.reasons.append(
+                    f"{name} {metric} {value:.4g} vs champion v{version} {held:.4g}: improvement "
+                    f"{shown}{unit} is below the margin {wanted}; the champion stays"
+                )
+    decision.promote = promote
+    decision.reasons.append("promote" if promote else "refuse")
+    return decision
+
+
+def _required_baselines(baselines: Mapping[str, Any]) -> list[str]:
+    required = ["persistence", *sorted(b for b in baselines if b.startswith("seasonal_naive"))]
+    missing = [b for b in required if b not in baselines]
+    if missing or len(required) < 2:
+        raise ValueError(
+            "the gate needs persistence and seasonal naive scores. "
+            f"Received baselines: {sorted(baselines)}"
+        )
+    return required

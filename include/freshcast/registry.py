@@ -1,0 +1,372 @@
+"""The model registry of one pipeline: numbered forecast bundles, a champion pointer, a history.
+
+Layout under `<root>/<pipeline>/registry/`:
+
+    versions/v0001/      a self-contained forecast bundle (model.keras, scaler.json, spec.json,
+                         bundle.json, sample_*.npy) with its manifest.json written last
+    champion.json        the pointer: which version is in service, since when and why
+    history/000001.json  one file per event (promoted, refused, rolled_back), numbered
+
+Every change is made so that a crash at any point leaves the registry readable and the champion
+unchanged or fully changed:
+- a bundle is assembled in `versions/.tmp-*` and renamed onto `vNNNN` when complete (one atomic
+  rename); a folder without a manifest or a temporary folder is never listed;
+- the pointer is replaced atomically (temp file + rename) and carries its own event, so an event
+  lost to a crash between the pointer and the history is written back on the next read;
+- changes run under a file lock, so a training run and a rollback never interleave.
+
+This module never imports TensorFlow: loading and checking a model happens in `serving`, which
+callers pass in as `verify`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from freshcast import artifacts
+from freshcast.artifacts import ArtifactError, read_json, read_manifest, write_json, write_manifest
+from freshcast.errors import BadInputError
+
+POINTER = "champion.json"
+_VERSION_PREFIX = "v"
+
+
+class RegistryError(BadInputError, RuntimeError):
+    """A registry request that cannot be met (unknown version, broken bundle); says the fix."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def version_name(version: int) -> str:
+    return f"{_VERSION_PREFIX}{version:04d}"
+
+
+def git_commit() -> str | None:
+    """The project's git commit when known: env FRESHCAST_GIT_COMMIT (images), else `git`."""
+    if commit := os.environ.get("FRESHCAST_GIT_COMMIT"):
+        return commit
+    if not (artifacts.PROJECT_ROOT / ".git").exists():
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "-C", str(artifacts.PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    return None
+
+
+class Registry:
+    """The registry of one pipeline in the artifact store."""
+
+    def __init__(self, pipeline: str, *, root: Path | None = None) -> None:
+        self.pipeline = pipeline
+        self.dir = (root or artifacts.artifact_root()) / pipeline / "registry"
+        self.versions_dir = self.dir / "versions"
+        self.history_dir = self.dir / "history"
+
+    # ------------------------------------------------------------------------------- reading
+
+    def versions(self) -> list[int]:
+        """Complete versions (bundle renamed into place, manifest present), oldest first."""
+        if not self.versions_dir.exists():
+            return []
+        found = []
+        for path in self.versions_dir.iterdir():
+            name = path.name
+            if name.startswith(_VERSION_PREFIX) and name[1:].isdigit():
+                if (path / artifacts.MANIFEST).exists():
+                    found.append(int(name[1:]))
+        return sorted(found)
+
+    def bundle_dir(self, version: int) -> Path:
+        return self.versions_dir / version_name(version)
+
+    def bundle(self, version: int, *, verify: bool = True) -> dict[str, Any]:
+        """A version's `bundle.json`, every file of the bundle checked against its manifest."""
+        if version not in self.versions():
+            raise RegistryError(
+                f"pipeline {self.pipeline!r} has no version {version}; it has "
+                f"{self.versions() or 'none'}. List them with "
+                f"`python -m freshcast.registry show {self.pipeline}`."
+            )
+        folder = self.bundle_dir(version)
+        read_manifest(folder, verify=verify)
+        return read_json(folder / "bundle.json")
+
+    def champion(self) -> dict[str, Any] | None:
+        """The pointer (version, since, event) or None before the first promotion."""
+        path = self.dir / POINTER
+        return read_json(path) if path.exists() else None
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every event, oldest first; the champion's own event is included even if a crash lost
+        its history file."""
+        events = {}
+        if self.history_dir.exists():
+            for path in self.history_dir.glob("[0-9]*.json"):
+                event = read_json(path)
+                events[event["seq"]] = event
+        pointer = self.champion()
+        if pointer and pointer["event"]["seq"] not in events:
+            events[pointer["event"]["seq"]] = pointer["event"]
+        return [events[k] for k in sorted(events)]
+
+    def find_event(self, *, run_id: str, kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        """The latest event of one of `kinds` recorded by run `run_id`, if any."""
+        for event in reversed(self.history()):
+            if event.get("run_id") == run_id and event["kind"] in kinds:
+                return event
+        return None
+
+    def last_decision(self) -> dict[str, Any] | None:
+        """The newest event of a training run that reached a decision (promoted or refused)."""
+        for event in reversed(self.history()):
+            if event["kind"] in ("promoted", "refused"):
+                return event
+        return None
+
+    # ------------------------------------------------------------------------------- changing
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the registry's lock (a POSIX file lock; blocks until free)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def record(self, kind: str, *, run_id: str | None, **fields: Any) -> dict[str, Any]:
+        """Append one event to the history (call under `lock`); returns it with its number."""
+        self._repair()
+        event = {"seq": self._next_seq(), "kind": kind, "at": now(), "run_id": run_id, **fields}
+        self._write_event(event)
+        return event
+
+    def add_version(
+        self,
+        files: Mapping[str, Path],
+        *,
+        meta: Mapping[str, Any],
+        run_id: str,
+    ) -> int:
+        """Store a new bundle (call under `lock`): copy `files`, write `bundle.json` with
+        `meta`, the manifest last, then rename the folder into place as the next version.
+
+        A run that already added a version (a retried task) gets that version back.
+        """
+        for version in reversed(self.versions()):
+            if read_json(self.bundle_dir(version) / "bundle.json")["lineage"]["run_id"] == run_id:
+                return version
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        version = max(self.versions() + self._all_version_numbers(), default=0) + 1
+        tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            outputs = {}
+            for name, src in files.items():
+                dst = tmp / Path(src).name
+                shutil.copyfile(src, dst)
+                outputs[name] = dst
+            bundle = {"pipeline": self.pipeline, "version": version, **meta}
+            outputs["bundle"] = write_json(tmp / "bundle.json", bundle)
+            write_manifest(tmp, step="bundle", outputs=outputs, params={"version": version})
+            # Manifest paths name the temporary folder; rewrite them to the final one so a
+            # reader of the finished bundle checks the right files. Still unpublished here.
+            _relocate_manifest(tmp, self.bundle_dir(version))
+            os.rename(tmp, self.bundle_dir(version))  # atomic: the version appears complete
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return version
+
+    def set_champion(self, version: int, *, event: dict[str, Any]) -> dict[str, Any]:
+        """Point the champion at `version` atomically (call under `lock`), then log `event`.
+
+        The pointer carries the event, so a crash between the two steps loses nothing.
+        """
+        self._repair()
+        event = {"seq": self._next_seq(), "at": now(), **event, "version": version}
+        pointer = {
+            "pipeline": self.pipeline,
+            "version": version,
+            "bundle": version_name(version),
+            "since": event["at"],
+            "run_id": event.get("run_id"),
+            "event": event,
+        }
+        write_json(self.dir / POINTER, pointer)
+        self._write_event(event)
+        return pointer
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the newest `keep` versions, never the champion; drop stale temp
+        folders. Returns the deleted versions."""
+        champion = (self.champion() or {}).get("version")
+        versions = self.versions()
+        doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != champion]
+        for version in doomed:
+            shutil.rmtree(self.bundle_dir(version))
+        for tmp in self.versions_dir.glob(".tmp-*") if self.versions_dir.exists() else ():
+            shutil.rmtree(tmp, ignore_errors=True)
+        return doomed
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _all_version_numbers(self) -> list[int]:
+        """Numbers of every version folder, complete or not, so a number is never reused."""
+        return [
+            int(p.name[1:])
+            for p in self.versions_dir.iterdir()
+            if p.name.startswith(_VERSION_PREFIX) and p.name[1:].isdigit()
+        ]
+
+    def _next_seq(self) -> int:
+        return max((e["seq"] for e in self.history()), default=0) + 1
+
+    def _write_event(self, event: dict[str, Any]) -> None:
+        write_json(self.history_dir / f"{event['seq']:06d}.json", event)
+
+    def _repair(self) -> None:
+        """Write the champion's event to the history if a crash lost it."""
+        pointer = self.champion()
+        if pointer and not (self.history_dir / f"{pointer['event']['seq']:06d}.json").exists():
+            self._write_event(pointer["event"])
+
+
+def _relocate_manifest(folder: Path, final: Path) -> None:
+    manifest = read_json(folder / artifacts.MANIFEST)
+    for entry in manifest["outputs"].values():
+        entry["path"] = str(final.absolute() / Path(entry["path"]).name)
+    write_json(folder / artifacts.MANIFEST, manifest)
+
+
+def rollback(
+    registry: Registry,
+    version: int,
+    *,
+    run_id: str | None,
+    reason: str,
+    verify: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any]:
+    """Make an earlier (or any kept) version the champion again, after checking it loads and
+    predicts in a fresh process. Recorded in the history as `rolled_back`."""
+    with registry.lock():
+        registry.bundle(version)  # every file against its manifest, or RegistryError
+        current = registry.champion()
+        check = verify(registry.bundle_dir(version))
+        return registry.set_champion(
+            version,
+            event={
+                "kind": "rolled_back",
+                "run_id": run_id,
+                "from_version": current["version"] if current else None,
+                "reason": reason,
+                "verified": check,
+            },
+        )
+
+
+def verify_in_fresh_process(bundle_dir: Path, *, timeout: float = 600) -> dict[str, Any]:
+    """Load the bundle in a new Python process (safe_mode, sha256) and predict its sample.
+
+    Raises:
+        RegistryError: with the child's error when it cannot load or predicts differently.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "freshcast.serving", "verify", str(bundle_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        detail = proc.stderr.strip().splitlines()[-3:] or lines[-3:]
+        raise RegistryError(
+            f"bundle {bundle_dir} failed its check in a fresh process (exit {proc.returncode}): "
+            + " | ".join(detail)
+        )
+    import json
+
+    return json.loads(lines[-1])
+
+
+# ----------------------------------------------------------------------------------- the CLI
+
+
+def describe(registry: Registry) -> str:
+    """Versions, champion and history as text, for `python -m freshcast.registry show`."""
+    pointer = registry.champion()
+    lines = [f"registry of {registry.pipeline}: {registry.dir}"]
+    lines.append(
+        f"champion: v{pointer['version']} since {pointer['since']}" if pointer else "champion: none"
+    )
+    lines.append("versions:")
+    for version in registry.versions():
+        try:
+            meta = read_json(registry.bundle_dir(version) / "bundle.json")
+        except ArtifactError:
+            continue
+        mark = "*" if pointer and pointer["version"] == version else " "
+        metric = meta.get("metric", "mae")
+        score = meta.get("scores", {}).get(metric)
+        lines.append(
+            f" {mark} v{version}  {meta['model']['name']:<12} {metric}={_fmt(score)}  "
+            f"run {meta['lineage']['run_id']}  data to {meta['lineage'].get('data_end')}"
+        )
+    lines.append("history:")
+    for event in registry.history():
+        lines.append(f"  #{event['seq']} {event['at']} {event['kind']:<11} {_summary(event)}")
+    return "\n".join(lines)
+
+
+def _summary(event: Mapping[str, Any]) -> str:
+    if event["kind"] == "rolled_back":
+        return f"v{event.get('from_version')} -> v{event['version']}: {event.get('reason', '')}"
+    decision = event.get("decision", {})
+    parts = [f"run {event.get('run_id')}"]
+    if event["kind"] == "promoted":
+        parts.append(f"-> v{event['version']}")
+    parts.append("; ".join(decision.get("reasons", [])))
+    return " ".join(p for p in parts if p)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.4g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m freshcast.registry", description="Show a pipeline's model registry."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("show", help="versions, champion and history")
+    show.add_argument("pipeline")
+    args = parser.parse_args(argv)
+    print(describe(Registry(args.pipeline)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
