@@ -108,7 +108,9 @@ def decide(
             wanted = (
                 f"{gate.margin:.2%}" if gate.margin_type == "relative" else f"{gate.margin:.4g}"
             )
-            if gain > 0 and improvement >= gate.margin:
+            # isclose: 1.2 - 1.1 is 0.0999... in floating point, and should meet a 0.1 margin
+            meets = improvement >= gate.margin or math.isclose(improvement, gate.margin)
+            if gain > 0 and meets:
                 decision.reasons.append(
                     f"{name} {metric} {value:.4g} beats champion v{version} {held:.4g} by "
                     f"{shown}{unit}, margin {wanted}"

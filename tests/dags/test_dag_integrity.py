@@ -30,26 +30,58 @@ def bundled():
     return dagbag()
 
 
+PIPELINES = ("seattle_weather", "seattle_weekly")
+ALL_DAGS = [f"{kind}_{p}" for p in PIPELINES for kind in ("train", "forecast", "rollback")]
+
+
 def test_bundled_dags_import_without_errors(bundled):
     assert bundled.import_errors == {}
-    assert {"train_seattle_weather", "train_seattle_weekly"} <= set(bundled.dag_ids)
+    assert set(ALL_DAGS) <= set(bundled.dag_ids)
 
 
-@pytest.mark.parametrize("dag_id", ["train_seattle_weather", "train_seattle_weekly"])
+@pytest.mark.parametrize("dag_id", ALL_DAGS)
 def test_dag_conventions(bundled, dag_id):
     dag = bundled.dags[dag_id]
     assert dag.doc_md and dag_id in dag.doc_md
-    assert "freshcast" in dag.tags and "training" in dag.tags
+    assert "freshcast" in dag.tags and dag_id.split("_")[0] in {"train", "forecast", "rollback"}
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert dag.default_args["owner"] == "freshcast"
+    # A rollback is one deliberate act: it is not retried behind the user's back.
+    retries = 0 if dag_id.startswith("rollback") else 2
     for task in dag.tasks:
-        assert task.retries >= 2, task.task_id
+        assert task.retries >= retries, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=2)
-    order = ["ingest", "validate", "split_scale", "window", "train", "evaluate", "report"]
-    assert [t.task_id for t in dag.topological_sort()] == order
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_training_dag_shape(bundled, pipeline):
+    dag = bundled.dags[f"train_{pipeline}"]
+    assert "training" in dag.tags
+    order = ["ingest", "data_changed", "validate", "split_scale", "window", "train", "evaluate"]
+    order += ["gate", "promote", "report"]
+    assert sorted(t.task_id for t in dag.tasks) == sorted(order)
+    assert dag.get_task("data_changed").downstream_task_ids == {"validate"}
+    assert dag.get_task("gate").downstream_task_ids == {"promote", "report"}
+    assert dag.get_task("promote").downstream_task_ids == {"report"}
+    assert dag.get_task("report").trigger_rule == "none_failed"  # runs when promote is skipped
     assert dag.get_task("train").pool == "training"
-    assert set(dag.params.keys()) == {"epochs", "models"}
+    assert set(dag.params.keys()) == {"epochs", "models", "force"}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_assets_link_training_rollback_and_forecasts(bundled, pipeline):
+    champion = f"x-freshcast://{pipeline}/champion"
+    train = bundled.dags[f"train_{pipeline}"]
+    assert [a.uri for a in train.get_task("promote").outlets] == [champion]
+    assert [a.uri for a in train.get_task("ingest").outlets] == [
+        f"x-freshcast://{pipeline}/dataset"
+    ]
+    rollback = bundled.dags[f"rollback_{pipeline}"]
+    assert [a.uri for a in rollback.get_task("rollback").outlets] == [champion]
+    forecast = bundled.dags[f"forecast_{pipeline}"]
+    assert forecast.timetable.asset_condition.uri == champion  # a new champion forecasts at once
+    assert forecast.timetable.timetable.expression == "0 0 * * *"  # and @daily, the default
 
 
 def test_schedules_come_from_the_specs(bundled):
@@ -103,8 +135,24 @@ def test_conf_is_validated_against_params(bundled):
         params.update(conf)
         return params.validate()
 
-    assert validated({"epochs": 3, "models": ["gru"]}) == {"epochs": 3, "models": ["gru"]}
-    assert validated({}) == {"epochs": None, "models": ["lstm", "gru"]}
-    for bad in ({"epochs": "abc"}, {"epochs": 0}, {"models": ["transformer"]}, {"models": []}):
+    assert validated({"epochs": 3, "models": ["gru"]}) == {
+        "epochs": 3,
+        "models": ["gru"],
+        "force": False,
+    }
+    assert validated({}) == {"epochs": None, "models": ["lstm", "gru"], "force": False}
+    assert validated({"force": True})["force"] is True
+    bad_confs = ({"epochs": "abc"}, {"epochs": 0}, {"models": ["transformer"]}, {"models": []})
+    for bad in (*bad_confs, {"force": "yes"}):
         with pytest.raises(ParamValidationError):
             validated(bad)
+
+
+def test_rollback_needs_a_version(bundled):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(bundled.dags["rollback_seattle_weather"].params)
+    with pytest.raises(ParamValidationError):
+        params.validate()  # no version given
+    params.update({"version": 2})
+    assert params.validate() == {"version": 2, "reason": "manual rollback"}

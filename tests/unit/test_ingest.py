@@ -88,7 +88,7 @@ def test_glob_matching_nothing_names_the_path(tmp_path):
         load_source(spec)
     message = str(info.value)
     assert f"source.path '{tmp_path / 'missing' / '*.csv'}'" in message
-    assert "matches no file" in message
+    assert "matches no .csv or .parquet file" in message
 
 
 def test_parquet_file(tmp_path):
@@ -210,3 +210,79 @@ def test_unreadable_file_names_the_file(tmp_path):
     path.write_bytes(b"this is not parquet")
     with pytest.raises(SourceError, match=re.escape("broken.parquet: cannot read it as parquet")):
         load_source(make_spec({"path": str(path)}))
+
+
+# --- landing folders: several partitions, late and corrected rows -------------------------------
+
+
+def landing(tmp_path: Path) -> Path:
+    folder = tmp_path / "landing"
+    write_csv(folder / "2024-01-a.csv", "ts,x,y\n2024-01-01,1,10\n2024-01-02,2,20\n")
+    # Arrives later, overlaps the first file on 2 January with a corrected value, and is
+    # itself out of order.
+    write_csv(folder / "2024-01-b.csv", "ts,x,y\n2024-01-04,4,40\n2024-01-02,2,21\n")
+    pd.DataFrame({"ts": ["2024-01-03"], "x": [3], "y": [30]}).to_parquet(
+        folder / "2024-01-c.parquet"
+    )
+    write_csv(folder / ".2024-01-d.csv.tmp", "ts,x,y\n2024-01-05,5,50\n")  # still being written
+    write_csv(folder / "_SUCCESS", "")
+    write_csv(folder / "notes.txt", "not data")
+    return folder
+
+
+def test_landing_folder_reads_csv_and_parquet_and_skips_hidden_files(tmp_path):
+    folder = landing(tmp_path)
+    spec = make_spec({"path": f"{folder}/"})
+    assert [p.name for p in source_files(spec)] == [
+        "2024-01-a.csv",
+        "2024-01-b.csv",
+        "2024-01-c.parquet",
+    ]
+    frame = load_source(spec)
+    assert pd.to_datetime(frame["ts"]).dt.day.tolist() == [1, 2, 3, 4]  # ordered by time
+    assert frame["y"].tolist() == [10, 21, 30, 40]  # the file read last wins on 2 January
+    assert frame.index.tolist() == [0, 1, 2, 3]
+
+
+def test_duplicates_first_keeps_the_earliest_file(tmp_path):
+    spec = make_spec({"path": f"{landing(tmp_path)}/", "duplicates": "first"})
+    assert load_source(spec)["y"].tolist() == [10, 20, 30, 40]
+
+
+def test_duplicates_error_leaves_them_for_validate_to_report(tmp_path):
+    from freshcast.validate import DataValidationError, validate_frame
+
+    spec = make_spec(
+        {"path": f"{landing(tmp_path)}/", "duplicates": "error"}, gaps={"fill": "none"}
+    )
+    frame = load_source(spec)
+    assert frame["y"].tolist() == [10, 20, 21, 30, 40]
+    with pytest.raises(DataValidationError, match="rows 2 and 3: duplicate timestamp"):
+        validate_frame(frame, spec, source="landing/")
+
+
+def test_cutoff_applies_to_the_combined_partitions(tmp_path):
+    spec = make_spec({"path": f"{landing(tmp_path)}/"})
+    frame = load_source(spec, cutoff=datetime(2024, 1, 2, tzinfo=UTC))
+    assert frame["y"].tolist() == [10, 21]
+
+
+def test_unparsable_timestamps_of_a_partition_reach_validate(tmp_path):
+    folder = landing(tmp_path)
+    write_csv(folder / "2024-01-e.csv", "ts,x,y\nyesterday,9,90\n")
+    frame = load_source(make_spec({"path": f"{folder}/"}))
+    assert frame["ts"].iloc[-1] == "yesterday"  # kept, last, for validate's message
+
+
+def test_data_fingerprint_follows_content_not_format(tmp_path):
+    from freshcast.ingest import data_fingerprint
+
+    folder = landing(tmp_path)
+    spec = make_spec({"path": f"{folder}/"})
+    first = data_fingerprint(load_source(spec))
+    assert data_fingerprint(load_source(spec)) == first
+    write_csv(folder / "2024-01-f.csv", "ts,x,y\n2024-01-05,5,50\n")
+    assert data_fingerprint(load_source(spec)) != first
+    (folder / "2024-01-f.csv").unlink()
+    write_csv(folder / "2024-01-b.csv", "ts,x,y\n2024-01-04,4,40\n2024-01-02,2,22\n")
+    assert data_fingerprint(load_source(spec)) != first  # a corrected value is a change

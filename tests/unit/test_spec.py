@@ -326,6 +326,41 @@ def test_missing_spec_file(tmp_path):
             "Received: 0",
             id="window-zero",
         ),
+        pytest.param(
+            {"gate": {"margin": 1.5}},
+            "gate",
+            "a relative margin must be below 1 (it is a fraction). Received: 1.5",
+            "Received: 1.5",
+            id="gate-relative-margin",
+        ),
+        pytest.param(
+            {"gate": {"margin": -0.1}},
+            "gate.margin",
+            "greater than or equal to 0",
+            "Received: -0.1",
+            id="gate-negative-margin",
+        ),
+        pytest.param(
+            {"forecast": {"schedule": "every day"}},
+            "forecast.schedule",
+            "must be a cron expression",
+            "Received: 'every day'",
+            id="forecast-schedule",
+        ),
+        pytest.param(
+            {"source": {"path": "landing/", "duplicates": "newest"}},
+            "source.duplicates",
+            "Input should be 'last', 'first' or 'error'",
+            "Received: 'newest'",
+            id="source-duplicates",
+        ),
+        pytest.param(
+            {"source": {"path": "data.txt"}},
+            "source",
+            "source must be a .csv or .parquet file, a glob, or a folder ending in '/'",
+            "Received: 'data.txt'",
+            id="source-suffix",
+        ),
     ],
 )
 def test_field_errors_name_the_field_and_the_received_value(
@@ -435,3 +470,29 @@ def test_schedule_error_names_the_field(tmp_path):
     message = spec_error(write_spec(tmp_path, {**BASE, "schedule": "every day at six"}))
     assert "field 'schedule'" in message
     assert "'every day at six'" in message
+
+
+@pytest.mark.parametrize("path", ["landing/", "landing/*", "parts/2024-*.parquet", "data.pq"])
+def test_source_may_be_a_folder_or_glob(tmp_path, path):
+    spec = load_spec(write_spec(tmp_path, {**BASE, "source": {"path": path}}))
+    assert spec.source.path == path
+    assert spec.source.duplicates == "last"
+
+
+def test_gate_and_forecast_defaults(tmp_path):
+    spec = load_spec(write_spec(tmp_path, BASE))
+    assert spec.gate.margin == 0.0 and spec.gate.margin_type == "relative"
+    assert spec.gate.keep == 5 and spec.gate.skip_unchanged is True
+    assert spec.forecast.schedule == "@daily"
+    assert (spec.dag_id, spec.forecast_dag_id, spec.rollback_dag_id) == (
+        "train_demo",
+        "forecast_demo",
+        "rollback_demo",
+    )
+
+
+def test_absolute_margin_may_exceed_one(tmp_path):
+    spec = load_spec(
+        write_spec(tmp_path, {**BASE, "gate": {"margin": 2.5, "margin_type": "absolute"}})
+    )
+    assert spec.gate.margin == 2.5

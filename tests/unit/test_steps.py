@@ -88,3 +88,186 @@ def test_training_twice_gives_the_same_model(spec_file):
     again = load_model(Path(second["path"]), sha256=second["sha256"]).get_weights()
     for a, b in zip(weights, again, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --- serving: the gate, the registry and forecasts, on a series the models can learn ----------
+
+
+def serving_spec(tmp_path, monkeypatch, **overrides):
+    from tests.helpers import LEARNING_MODELS, lagged_series
+
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    landing = tmp_path / "pipelines" / "landing"
+    landing.mkdir(parents=True)
+    lagged_series(240).iloc[:200].to_csv(landing / "part-000.csv", index=False)
+    fields = {"source": {"path": "landing/"}, "models": LEARNING_MODELS, **overrides}
+    return write_tiny_pipeline(tmp_path / "pipelines", **fields), landing
+
+
+def add_partition(landing, name, rows):
+    from tests.helpers import lagged_series
+
+    lagged_series(240).iloc[rows].to_csv(landing / name, index=False)
+
+
+def train_run(spec_file, run_id, *, force=False, verify=None, tamper=None):
+    """Every step of the training DAG in order; returns the gate's result (or the skip)."""
+    run = steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
+    changed = steps.data_changed(run, force=force)
+    if not changed["changed"]:
+        return changed
+    for step in (steps.validate, steps.split_scale, steps.window):
+        step(run)
+    trained = [steps.train(run, m) for m in ("lstm", "gru")]
+    steps.evaluate(run, trained)
+    decided = steps.gate(run, run_id=run_id)
+    if tamper:
+        tamper(Path(run))
+    if decided["promote"]:
+        decided["promoted"] = steps.promote(run, run_id=run_id, verify=verify)
+    decided["report"] = steps.report(run, run_id=run_id)
+    return decided
+
+
+@pytest.mark.slow
+def test_retraining_promotes_refuses_and_skips_as_the_figures_say(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+
+    spec_file, landing = serving_spec(tmp_path, monkeypatch)
+    first = train_run(spec_file, "run1")
+    assert first["promote"] and first["champion"] is None
+    assert first["promoted"]["version"] == 1
+    registry = Registry("tiny")
+    bundle = registry.bundle(1)
+    assert bundle["lineage"]["run_id"] == "run1" and bundle["lineage"]["compared_to"] is None
+    assert bundle["schema"]["columns"] == ["load", "temp"] and bundle["window"]["timesteps"] == 7
+    assert set(bundle["lineage"]) >= {"data_sha256", "spec_sha256", "snapshot_sha256", "versions"}
+    names = {p.name for p in registry.bundle_dir(1).iterdir()}
+    assert {"model.keras", "scaler.json", "spec.json", "bundle.json", "manifest.json"} <= names
+    html = Path(first["report"]["html"]).read_text()
+    assert "Gate: promoted" in html and "champion v1" in html
+
+    # Same data, same spec: skipped, visibly, with the reason.
+    same = train_run(spec_file, "run2")
+    assert same["changed"] is False and "identical to run run1" in same["reason"]
+    assert train_run(spec_file, "run2f", force=True)["champion"] == 1  # force trains anyway
+
+    # New partitions land: the champion is re-scored on the new, newest test window.
+    add_partition(landing, "part-001.csv", slice(200, 240))
+    decided = train_run(spec_file, "run3")
+    decision = json.loads((Path(decided["run_dir"]) / "gate" / "decision.json").read_text())
+    scores = decision["scores"]
+    candidate, champion = scores[decision["candidate"]]["mase"], scores["champion_v1"]["mase"]
+    baselines = min(scores["persistence"]["mase"], scores["seasonal_naive_7"]["mase"])
+    assert decision["promote"] == (candidate < champion and candidate < baselines)
+    expected = 2 if decision["promote"] else 1
+    assert registry.champion()["version"] == expected
+    kinds = [e["kind"] for e in registry.history()]
+    assert kinds == ["promoted", "refused", "promoted" if decision["promote"] else "refused"]
+
+
+@pytest.mark.slow
+def test_a_margin_the_candidate_cannot_meet_keeps_the_champion(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+
+    spec_file, landing = serving_spec(tmp_path, monkeypatch, gate={"margin": 0.9})
+    assert train_run(spec_file, "run1")["promote"]  # first run: only the baselines count
+    add_partition(landing, "part-001.csv", slice(200, 240))
+    decided = train_run(spec_file, "run2")
+    assert not decided["promote"]
+    assert any("below the margin 90.00%" in r for r in decided["reasons"])
+    assert Registry("tiny").champion()["version"] == 1
+    assert "Gate: refused: champion v1 stays" in Path(decided["report"]["html"]).read_text()
+
+
+@pytest.mark.slow
+def test_a_bundle_that_fails_its_fresh_process_check_is_never_served(tmp_path, monkeypatch):
+    from freshcast.registry import Registry, RegistryError
+
+    spec_file, landing = serving_spec(tmp_path, monkeypatch)
+    train_run(spec_file, "run1")
+    add_partition(landing, "part-001.csv", slice(200, 240))
+
+    def swap_the_candidate(run: Path) -> None:
+        """The sample no longer matches the model: as if another model had been evaluated."""
+        sample = run / "gate" / "sample_output.npy"
+        np.save(sample, np.load(sample) + 1.0)
+        manifest = json.loads((run / "gate" / "manifest.json").read_text())
+        manifest["outputs"]["sample_output"]["sha256"] = artifacts.sha256_file(sample)
+        (run / "gate" / "manifest.json").write_text(json.dumps(manifest))
+
+    registry = Registry("tiny")
+    with pytest.raises(RegistryError, match="failed its check in a fresh process"):
+        train_run(spec_file, "run2", force=True, tamper=swap_the_candidate)
+    assert registry.champion()["version"] == 1
+    assert registry.history()[-1]["kind"] == "promoted" and len(registry.history()) == 1
+
+
+@pytest.mark.slow
+def test_a_broken_candidate_fails_the_run_and_keeps_the_champion(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+
+    spec_file, landing = serving_spec(tmp_path, monkeypatch)
+    train_run(spec_file, "run1")
+    add_partition(landing, "part-001.csv", slice(200, 240))
+    run = steps.ingest(spec_file, run_id="run2", cutoff=None)["run_dir"]
+    for step in (steps.validate, steps.split_scale, steps.window):
+        step(run)
+    trained = [steps.train(run, m) for m in ("lstm", "gru")]
+    (Path(trained[0]["path"])).write_bytes(b"not a keras file")
+    with pytest.raises(artifacts.ArtifactError, match="changed after it was written"):
+        steps.evaluate(run, trained)
+    assert Registry("tiny").champion()["version"] == 1
+
+
+@pytest.mark.slow
+def test_forecasts_are_published_and_scored_once_actuals_arrive(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from freshcast.forecasts import read_history
+
+    spec_file, landing = serving_spec(tmp_path, monkeypatch)
+    with pytest.raises(steps.NoChampionError, match="no champion yet"):
+        steps.forecast(spec_file, run_id="f0", cutoff=None)
+    train_run(spec_file, "run1")
+
+    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    assert made["version"] == 1 and made["origin"].startswith("2024-07-18")  # row 200
+    folder = Path(made["forecast_dir"])
+    csv = pd.read_csv(folder / "forecast.csv")
+    assert csv["time"].tolist() == ["2024-07-19 00:00:00+00:00", "2024-07-20 00:00:00+00:00"]
+    assert set(csv["model_version"]) == {1} and set(csv["run_id"]) == {"f1"}
+    parquet = pd.read_parquet(folder / "forecast.parquet")
+    np.testing.assert_allclose(parquet["forecast"].to_numpy(), csv["forecast"].to_numpy())
+    first = steps.score_forecasts(folder, run_id="f1")
+    assert first["scored_steps"] == 0  # the future has not happened yet
+
+    add_partition(landing, "part-001.csv", slice(200, 205))  # the actuals arrive
+    later = steps.forecast(spec_file, run_id="f2", cutoff=None)
+    scored = steps.score_forecasts(later["forecast_dir"], run_id="f2")
+    assert scored["scored_steps"] == 2
+    assert [v["model_version"] for v in scored["by_version"]] == [1]
+    history = read_history(folder.parents[2] / "history.parquet")
+    assert history["run_id"].tolist() == ["f1", "f1", "f2", "f2"]
+    # The forecast error is the champion's: far below the series' spread of about 2.
+    assert scored["by_version"][0]["mae"] < 1.0
+    page = Path(scored["html"]).read_text()
+    assert "Accuracy per model version" in page and "history.png" in page
+
+
+@pytest.mark.slow
+def test_forecast_refuses_data_that_no_longer_fits_the_champion(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+    from freshcast.serving import SchemaError, check_schema
+
+    spec_file, _ = serving_spec(tmp_path, monkeypatch)
+    train_run(spec_file, "run1")
+    meta = Registry("tiny").bundle(1)
+    run = Path(steps.ingest(spec_file, run_id="x", cutoff=None)["run_dir"])
+    steps.validate(run)
+    frame = steps.load_series(run)
+    check_schema(meta, frame, frequency="D")
+    with pytest.raises(SchemaError, match=r"lacks column\(s\) \['temp'\]"):
+        check_schema(meta, frame.drop(columns="temp"), frequency="D")
+    with pytest.raises(SchemaError, match="grid is 'h', the model's is 'D'"):
+        check_schema(meta, frame, frequency="h")

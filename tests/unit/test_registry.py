@@ -1,0 +1,217 @@
+"""The registry on plain files (no TensorFlow): versions, the atomic champion pointer under
+crashes between steps, history, retention and rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from freshcast import artifacts
+from freshcast.registry import Registry, RegistryError, describe, rollback
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return Registry("demo", root=tmp_path / "artifacts")
+
+
+def bundle_files(folder: Path, tag: str) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.keras").write_bytes(f"model {tag}".encode())
+    (folder / "scaler.json").write_text(json.dumps({"tag": tag}))
+    return {"model": folder / "model.keras", "scaler": folder / "scaler.json"}
+
+
+def meta(run_id: str) -> dict:
+    return {
+        "model": {"name": "lstm"},
+        "metric": "mae",
+        "scores": {"mae": 1.0},
+        "lineage": {"run_id": run_id, "data_end": "2024-01-01"},
+    }
+
+
+def promote(registry: Registry, tmp_path: Path, run_id: str, verify=None) -> int:
+    """The same order as steps.promote: add, verify, move the pointer."""
+    with registry.lock():
+        version = registry.add_version(
+            bundle_files(tmp_path / run_id, run_id), meta=meta(run_id), run_id=run_id
+        )
+        check = (verify or (lambda path: {"ok": True}))(registry.bundle_dir(version))
+        registry.set_champion(version, event={"kind": "promoted", "run_id": run_id, "check": check})
+    return version
+
+
+def test_versions_are_numbered_self_contained_and_checked(registry, tmp_path):
+    assert registry.versions() == [] and registry.champion() is None
+    assert promote(registry, tmp_path, "run1") == 1
+    assert promote(registry, tmp_path, "run2") == 2
+    assert registry.versions() == [1, 2]
+    bundle = registry.bundle(2)
+    assert bundle["version"] == 2 and bundle["lineage"]["run_id"] == "run2"
+    assert (registry.bundle_dir(2) / "model.keras").read_bytes() == b"model run2"
+    # The manifest names the final folder, so the bundle checks out where it lies.
+    manifest = json.loads((registry.bundle_dir(2) / "manifest.json").read_text())
+    assert {Path(e["path"]).parent for e in manifest["outputs"].values()} == {
+        registry.bundle_dir(2).absolute()
+    }
+    assert registry.champion()["version"] == 2
+
+
+def test_a_changed_bundle_file_is_refused(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    (registry.bundle_dir(1) / "model.keras").write_bytes(b"tampered")
+    with pytest.raises(artifacts.ArtifactError, match="changed after it was written"):
+        registry.bundle(1)
+
+
+def test_a_retried_run_gets_its_version_back(registry, tmp_path):
+    with registry.lock():
+        first = registry.add_version(bundle_files(tmp_path / "a", "a"), meta=meta("r"), run_id="r")
+        again = registry.add_version(bundle_files(tmp_path / "a", "a"), meta=meta("r"), run_id="r")
+    assert first == again == 1 and registry.versions() == [1]
+
+
+def test_crash_while_copying_leaves_no_version(registry, tmp_path, monkeypatch):
+    promote(registry, tmp_path, "run1")
+    files = bundle_files(tmp_path / "run2", "run2")
+    files["missing"] = tmp_path / "no-such-file"
+    with pytest.raises(FileNotFoundError), registry.lock():
+        registry.add_version(files, meta=meta("run2"), run_id="run2")
+    assert registry.versions() == [1]
+    assert list(registry.versions_dir.glob(".tmp-*")) == []
+    assert registry.champion()["version"] == 1
+
+
+def test_crash_between_bundle_and_pointer_keeps_the_champion(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+
+    def failing_check(path):
+        raise RegistryError("the bundle failed its check in a fresh process")
+
+    with pytest.raises(RegistryError):
+        promote(registry, tmp_path, "run2", verify=failing_check)
+    assert registry.champion()["version"] == 1  # the pointer never moved
+    assert registry.versions() == [1, 2]  # the bundle is kept for inspection, not served
+    assert [e["kind"] for e in registry.history()] == ["promoted"]
+    # The retry finds run2's bundle instead of adding a third.
+    assert promote(registry, tmp_path, "run2") == 2
+    assert registry.champion()["version"] == 2
+
+
+def test_crash_while_writing_the_pointer_leaves_the_old_one(registry, tmp_path, monkeypatch):
+    promote(registry, tmp_path, "run1")
+    before = (registry.dir / "champion.json").read_bytes()
+    real_replace = os.replace
+
+    def crash_on_pointer(src, dst):
+        if Path(dst).name == "champion.json":
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", crash_on_pointer)
+    with pytest.raises(OSError, match="disk full"):
+        promote(registry, tmp_path, "run2")
+    assert (registry.dir / "champion.json").read_bytes() == before
+    assert registry.champion()["version"] == 1
+    assert [p.name for p in registry.dir.iterdir() if p.name.startswith(".champion")] == []
+
+
+def test_crash_between_pointer_and_history_loses_no_event(registry, tmp_path, monkeypatch):
+    promote(registry, tmp_path, "run1")
+    monkeypatch.setattr(Registry, "_write_event", lambda self, event: None)  # the crash
+    promote(registry, tmp_path, "run2")
+    monkeypatch.undo()
+    assert not (registry.history_dir / "000002.json").exists()
+    assert [e["version"] for e in registry.history()] == [1, 2]  # the pointer carries it
+    with registry.lock():
+        registry.record("refused", run_id="run3")
+    assert (registry.history_dir / "000002.json").exists()  # written back before the next
+    assert [e["seq"] for e in registry.history()] == [1, 2, 3]
+
+
+def test_a_killed_process_leaves_a_consistent_registry(registry, tmp_path):
+    """A real crash: the process dies (os._exit) after storing the bundle, before the pointer."""
+    promote(registry, tmp_path, "run1")
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from freshcast.registry import Registry
+        from tests.unit.test_registry import promote
+        registry = Registry("demo", root=Path({str(registry.dir.parents[1])!r}))
+        promote(registry, Path({str(tmp_path)!r}), "run2", verify=lambda path: os._exit(9))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    assert registry.champion()["version"] == 1
+    assert registry.bundle(1)["lineage"]["run_id"] == "run1"
+    assert promote(registry, tmp_path, "run3") == 3  # numbering moves on; 2 is never reused
+
+
+def test_retention_keeps_the_newest_and_always_the_champion(registry, tmp_path):
+    for i in range(1, 5):
+        promote(registry, tmp_path, f"run{i}")
+    rollback(registry, 1, run_id="rb", reason="v4 misbehaves", verify=lambda p: {"ok": True})
+    with registry.lock():
+        assert registry.prune(2) == [2]  # keep v3, v4 and the champion v1
+    assert registry.versions() == [1, 3, 4]
+    assert registry.champion()["version"] == 1
+
+
+def test_rollback_moves_the_pointer_and_is_recorded(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    checked = []
+    pointer = rollback(
+        registry,
+        1,
+        run_id="manual__rb",
+        reason="v2 drifts",
+        verify=lambda path: checked.append(path) or {"samples": 4},
+    )
+    assert checked == [registry.bundle_dir(1)]  # checked before the pointer moved
+    assert pointer["version"] == 1 and registry.champion()["version"] == 1
+    event = registry.history()[-1]
+    assert event["kind"] == "rolled_back"
+    assert (event["from_version"], event["version"], event["reason"]) == (2, 1, "v2 drifts")
+    assert event["run_id"] == "manual__rb" and event["verified"] == {"samples": 4}
+    text = describe(registry)
+    assert "champion: v1" in text and "rolled_back" in text and "v2 -> v1: v2 drifts" in text
+
+
+def test_rollback_to_an_unknown_version_names_the_known_ones(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    with pytest.raises(RegistryError, match=r"has no version 7; it has \[1\]"):
+        rollback(registry, 7, run_id="rb", reason="x", verify=lambda p: {})
+    assert registry.champion()["version"] == 1
+
+
+def test_rollback_refuses_a_tampered_bundle(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    (registry.bundle_dir(1) / "scaler.json").write_text("{}")
+    with pytest.raises(artifacts.ArtifactError):
+        rollback(registry, 1, run_id="rb", reason="x", verify=lambda p: {})
+    assert registry.champion()["version"] == 2
+
+
+def test_last_decision_and_find_event(registry, tmp_path):
+    assert registry.last_decision() is None
+    promote(registry, tmp_path, "run1")
+    with registry.lock():
+        registry.record("refused", run_id="run2", fingerprint={"data_sha256": "x"})
+    rollback(registry, 1, run_id="rb", reason="x", verify=lambda p: {})
+    assert registry.last_decision()["run_id"] == "run2"  # a rollback is not a training decision
+    assert registry.find_event(run_id="run1", kinds=("promoted",))["version"] == 1
+    assert registry.find_event(run_id="run2", kinds=("promoted",)) is None
