@@ -93,14 +93,14 @@ def test_training_twice_gives_the_same_model(spec_file):
 # --- serving: the gate, the registry and forecasts, on a series the models can learn ----------
 
 
-def serving_spec(tmp_path, monkeypatch, **overrides):
+def serving_spec(tmp_path, monkeypatch, *, models=1, **overrides):
     from tests.helpers import LEARNING_MODELS, lagged_series
 
     monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     landing = tmp_path / "pipelines" / "landing"
     landing.mkdir(parents=True)
     lagged_series(240).iloc[:200].to_csv(landing / "part-000.csv", index=False)
-    fields = {"source": {"path": "landing/"}, "models": LEARNING_MODELS, **overrides}
+    fields = {"source": {"path": "landing/"}, "models": LEARNING_MODELS[-models:], **overrides}
     return write_tiny_pipeline(tmp_path / "pipelines", **fields), landing
 
 
@@ -110,7 +110,14 @@ def add_partition(landing, name, rows):
     lagged_series(240).iloc[rows].to_csv(landing / name, index=False)
 
 
-def train_run(spec_file, run_id, *, force=False, verify=None, tamper=None):
+def in_process(path: Path) -> dict:
+    """The bundle check without the fresh process (one test below runs the real one)."""
+    from freshcast.serving import verify
+
+    return verify(path)
+
+
+def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None):
     """Every step of the training DAG in order; returns the gate's result (or the skip)."""
     run = steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
     changed = steps.data_changed(run, force=force)
@@ -118,7 +125,7 @@ def train_run(spec_file, run_id, *, force=False, verify=None, tamper=None):
         return changed
     for step in (steps.validate, steps.split_scale, steps.window):
         step(run)
-    trained = [steps.train(run, m) for m in ("lstm", "gru")]
+    trained = [steps.train(run, m) for m in steps.run_spec(Path(run)).model_names]
     steps.evaluate(run, trained)
     decided = steps.gate(run, run_id=run_id)
     if tamper:
@@ -133,11 +140,16 @@ def train_run(spec_file, run_id, *, force=False, verify=None, tamper=None):
 def test_retraining_promotes_refuses_and_skips_as_the_figures_say(tmp_path, monkeypatch):
     from freshcast.registry import Registry
 
-    spec_file, landing = serving_spec(tmp_path, monkeypatch)
-    first = train_run(spec_file, "run1")
+    from freshcast.registry import verify_in_fresh_process
+
+    spec_file, landing = serving_spec(tmp_path, monkeypatch, models=2)
+    first = train_run(spec_file, "run1", verify=verify_in_fresh_process)
     assert first["promote"] and first["champion"] is None
     assert first["promoted"]["version"] == 1
     registry = Registry("tiny")
+    checked = registry.history()[0]["verified"]  # what the fresh process reported
+    assert checked["version"] == 1 and checked["samples"] == 16
+    assert checked["max_abs_error"] < 1e-4
     bundle = registry.bundle(1)
     assert bundle["lineage"]["run_id"] == "run1" and bundle["lineage"]["compared_to"] is None
     assert bundle["schema"]["columns"] == ["load", "temp"] and bundle["window"]["timesteps"] == 7
@@ -196,9 +208,17 @@ def test_a_bundle_that_fails_its_fresh_process_check_is_never_served(tmp_path, m
         manifest["outputs"]["sample_output"]["sha256"] = artifacts.sha256_file(sample)
         (run / "gate" / "manifest.json").write_text(json.dumps(manifest))
 
+    from freshcast.registry import verify_in_fresh_process
+
     registry = Registry("tiny")
     with pytest.raises(RegistryError, match="failed its check in a fresh process"):
-        train_run(spec_file, "run2", force=True, tamper=swap_the_candidate)
+        train_run(
+            spec_file,
+            "run2",
+            force=True,
+            tamper=swap_the_candidate,
+            verify=verify_in_fresh_process,
+        )
     assert registry.champion()["version"] == 1
     assert registry.history()[-1]["kind"] == "promoted" and len(registry.history()) == 1
 
@@ -213,7 +233,7 @@ def test_a_broken_candidate_fails_the_run_and_keeps_the_champion(tmp_path, monke
     run = steps.ingest(spec_file, run_id="run2", cutoff=None)["run_dir"]
     for step in (steps.validate, steps.split_scale, steps.window):
         step(run)
-    trained = [steps.train(run, m) for m in ("lstm", "gru")]
+    trained = [steps.train(run, "gru")]
     (Path(trained[0]["path"])).write_bytes(b"not a keras file")
     with pytest.raises(artifacts.ArtifactError, match="changed after it was written"):
         steps.evaluate(run, trained)
