@@ -1,5 +1,7 @@
 # make run  : set up .venv, start Airflow on 127.0.0.1:8080, train the bundled pipeline, report.
 # make test : install the development requirements and run the whole test suite.
+# make registry PIPELINE=x : the pipeline's model versions, champion and decisions.
+# make rollback PIPELINE=x VERSION=n : serve version n again (runs the rollback_x DAG).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -12,7 +14,10 @@ export TRAINING_POOL_SLOTS ?= 2
 # Keep TensorFlow's C++ start-up chatter out of the task logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run stop status test lint format install install-dev clean
+VERSION ?=
+REASON ?= manual rollback
+
+.PHONY: run stop status registry rollback test lint format install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
@@ -40,6 +45,13 @@ stop:
 
 status: install
 	$(BIN)/python -m freshcast.localrun status
+
+registry: install
+	$(BIN)/python -m freshcast.registry show $(PIPELINE)
+
+rollback: install
+	@test -n "$(VERSION)" || { echo "usage: make rollback PIPELINE=name VERSION=n [REASON=...]"; exit 2; }
+	$(BIN)/python -m freshcast.localrun rollback --pipeline $(PIPELINE) --version $(VERSION) --reason '$(REASON)'
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

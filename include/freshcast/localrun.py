@@ -332,6 +332,10 @@ class Client:
             raise LocalRunError(f"triggering {dag_id} was refused: {detail}")
         return response.json()["dag_run_id"]
 
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's runs, oldest first."""
+        return self.get(f"/dags/{dag_id}/dagRuns", order_by="run_after", limit=1000)["dag_runs"]
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.get(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"]
 
@@ -438,37 +442,114 @@ def run_pipeline(
     say: Callable[[str], None] = print,
 ) -> int:
     """`make run`: bring Airflow up, unpause and trigger the pipeline, follow it, report."""
-    dag_id = f"train_{pipeline}"
+    dag_id, forecast_id = f"train_{pipeline}", f"forecast_{pipeline}"
     started = time.monotonic()
     up(af, pools=pools, say=say)
     client = Client(af)
     client.wait_for_dag(dag_id)
+    # The forecast DAG runs on every new champion, the rollback DAG when asked: both unpaused.
+    for other in (forecast_id, f"rollback_{pipeline}"):
+        client.wait_for_dag(other)
+        client.unpause(other)
     client.unpause(dag_id)
+    forecasts_before = {r["dag_run_id"] for r in client.dag_runs(forecast_id)}
     run_id = client.trigger(dag_id, conf)
     say(f"triggered {dag_id} run {run_id} with conf {json.dumps(conf)}")
     state = client.follow(dag_id, run_id, say=say)
     say(f"run {run_id}: {state} after {time.monotonic() - started:.0f}s")
-    if state == "success":
-        evaluated = client.xcom(dag_id, run_id, "evaluate")
-        reported = client.xcom(dag_id, run_id, "report")
-        say("")
-        say(format_leaderboard(evaluated["leaderboard"], evaluated["metric"]))
-        say("")
-        say(f"Report:     {reported['html']}")
-    else:
+    if state != "success":
         for failure in client.failures(dag_id, run_id):
             say(f"  failed {failure}")
         say(f"Task logs:  {af.home / 'logs' / f'dag_id={dag_id}'}")
+    else:
+        states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
+        say("")
+        if states.get("evaluate") != "success":
+            say(
+                "Nothing changed since the last decided run (same data, same spec): training "
+                "was skipped. Trigger with CONF='{\"force\": true}' to train anyway."
+            )
+        else:
+            evaluated = client.xcom(dag_id, run_id, "evaluate")
+            decided = client.xcom(dag_id, run_id, "gate")
+            say(format_leaderboard(evaluated["leaderboard"], evaluated["metric"]))
+            say("")
+            say("Gate: " + "; ".join(decided["reasons"]))
+            if states.get("promote") == "success":
+                promoted = client.xcom(dag_id, run_id, "promote")
+                say(f"Champion:   {promoted['model']} is now version {promoted['version']}")
+                _report_forecast(client, forecast_id, forecasts_before, say=say)
+            else:
+                held = decided.get("champion")
+                say(f"Champion:   {'version ' + str(held) if held else 'none yet'} (unchanged)")
+            say(f"Report:     {client.xcom(dag_id, run_id, 'report')['html']}")
+        say(f"Registry:   make registry PIPELINE={pipeline}")
     say(f"Airflow UI: {af.url}/dags/{dag_id}  (login: {USER} / {password(af)})")
     say("Stop it with `make stop`.")
     return 0 if state == "success" else 1
 
 
+def _report_forecast(
+    client: Client,
+    forecast_id: str,
+    before: set[str],
+    *,
+    say: Callable[[str], None],
+    timeout: float = 300.0,
+) -> None:
+    """Follow the forecast run that the new champion's Asset event triggers and print it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [r for r in client.dag_runs(forecast_id) if r["dag_run_id"] not in before]
+        if new:
+            break
+        time.sleep(2)
+    else:
+        say(f"no {forecast_id} run appeared within {timeout:.0f}s; see the scheduler log")
+        return
+    run_id = new[-1]["dag_run_id"]
+    say(f"The new champion triggered {forecast_id} run {run_id}:")
+    if client.follow(forecast_id, run_id, say=say) != "success":
+        for failure in client.failures(forecast_id, run_id):
+            say(f"  failed {failure}")
+        return
+    made = client.xcom(forecast_id, run_id, "forecast")
+    scored = client.xcom(forecast_id, run_id, "score_forecasts")
+    steps = ", ".join(f"{t[:10]}: {v:.4g}" for t, v in made["forecast"].items())
+    say(f"Forecast:   {steps} (version {made['version']}, data up to {made['origin'][:10]})")
+    say(f"Forecasts:  {scored['html']}")
+
+
+def rollback_pipeline(
+    af: Airflow, pipeline: str, *, version: int, reason: str, say: Callable[[str], None] = print
+) -> int:
+    """`make rollback`: run rollback_<pipeline> with the version as conf and follow it."""
+    dag_id, forecast_id = f"rollback_{pipeline}", f"forecast_{pipeline}"
+    client = Client(af)
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    forecasts_before = {r["dag_run_id"] for r in client.dag_runs(forecast_id)}
+    run_id = client.trigger(dag_id, {"version": version, "reason": reason})
+    say(f"triggered {dag_id} run {run_id}")
+    state = client.follow(dag_id, run_id, say=say)
+    if state != "success":
+        for failure in client.failures(dag_id, run_id):
+            say(f"  failed {failure}")
+        return 1
+    result = client.xcom(dag_id, run_id, "rollback")
+    say(f"Champion:   version {result['version']} (was {result['from_version']})")
+    if not client.get(f"/dags/{forecast_id}")["is_paused"]:
+        _report_forecast(client, forecast_id, forecasts_before, say=say)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m freshcast.localrun", description=__doc__)
-    parser.add_argument("command", choices=["up", "run", "stop", "status", "login"])
+    parser.add_argument("command", choices=["up", "run", "stop", "status", "login", "rollback"])
     parser.add_argument("--pipeline", default="seattle_weather")
     parser.add_argument("--conf", default="", help='JSON run conf, e.g. {"epochs": 3}')
+    parser.add_argument("--version", type=int, help="rollback: the registry version to serve")
+    parser.add_argument("--reason", default="manual rollback", help="rollback: why")
     parser.add_argument(
         "--training-slots", type=int, default=int(os.environ.get("TRAINING_POOL_SLOTS", "2"))
     )
@@ -487,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
             pids = {c: read_pid(af, c) for c in COMPONENTS}
             print(json.dumps({"pids": pids, "health": health(af)}, indent=2))
             return 0 if all(pids.values()) else 1
+        elif args.command == "rollback":
+            if not args.version:
+                raise LocalRunError("rollback needs --version N (make rollback VERSION=N)")
+            return rollback_pipeline(af, args.pipeline, version=args.version, reason=args.reason)
         elif args.command == "login":
             print(f"{af.url}  user: {USER}  password: {password(af, timeout=1)}")
         else:

@@ -14,12 +14,12 @@ pytestmark = pytest.mark.slow
 STEPS = ("ingest", "validate", "split_scale", "window", "evaluate", "report")
 
 
-def run_dag(conf: dict):
+def run_dag(conf: dict, dag_id: str = "train_tiny"):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
-    return bag.dags["train_tiny"].test(logical_date=None, run_conf=conf)
+    return bag.dags[dag_id].test(logical_date=None, run_conf=conf)
 
 
 def only_run_dir(artifacts: Path) -> Path:
@@ -93,3 +93,98 @@ def test_bad_data_fails_validate_at_once_and_leaves_nothing_behind(airflow_db, t
     run = only_run_dir(tiny["artifacts"])
     assert not (run / "validate").exists()  # a failed step leaves no half-written folder
     assert not (run / "split_scale").exists()
+
+
+def test_retraining_from_a_landing_folder_gates_skips_forecasts_and_rolls_back(
+    airflow_db, tmp_path, monkeypatch
+):
+    """The issue's story through the real DAGs: a first run that loses to the baselines, a
+    first champion, a skipped run on unchanged data, new partitions that promote a better
+    model, its forecast, and a rollback that the next forecast follows."""
+    from freshcast import artifacts
+    from freshcast.registry import Registry
+    from tests.helpers import LEARNING_MODELS, lagged_series, write_tiny_pipeline
+
+    pipelines, landing = tmp_path / "pipelines", tmp_path / "pipelines" / "landing"
+    landing.mkdir(parents=True)
+    data = lagged_series(240)
+    data.iloc[:200].to_csv(landing / "part-000.csv", index=False)
+    write_tiny_pipeline(pipelines, source={"path": "landing/"}, models=LEARNING_MODELS)
+    monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(pipelines))
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    registry = Registry("tiny")
+
+    # 1. Two epochs on the first partition: they beat the baselines and become v1.
+    first = run_dag({"epochs": 2})
+    assert first.state == "success" and states(first)[("promote", -1)] == "success"
+    assert registry.champion()["version"] == 1
+    assert registry.bundle(1)["lineage"]["compared_to"] is None
+
+    # 2. Nothing changed: the run succeeds with training and evaluation visibly skipped.
+    second = run_dag({})
+    got = states(second)
+    assert second.state == "success" and got[("data_changed", -1)] == "success"
+    skipped = ("validate", "split_scale", "window", "evaluate", "gate", "promote", "report")
+    assert all(got[(t, -1)] == "skipped" for t in skipped), got
+    assert {s for (t, _), s in got.items() if t == "train"} == {"skipped"}
+
+    # 3. Forced on the same data: the same model again ties with the champion, so the gate
+    # refuses; the report still runs and the champion stays.
+    third = run_dag({"epochs": 2, "force": True})
+    got = states(third)
+    assert third.state == "success" and got[("gate", -1)] == "success"
+    assert got[("promote", -1)] == "skipped" and got[("report", -1)] == "success"
+    assert registry.champion()["version"] == 1
+    assert [e["kind"] for e in registry.history()] == ["promoted", "refused"]
+    assert "the champion stays" in " ".join(registry.history()[-1]["decision"]["reasons"])
+
+    # 4. New partitions land; the champion is re-scored on the new test window.
+    data.iloc[200:].to_csv(landing / "part-001.csv", index=False)
+    fourth = run_dag({})
+    assert fourth.state == "success"
+    run_dir = next(
+        p
+        for p in (tmp_path / "artifacts" / "tiny" / "runs").iterdir()
+        if p.name == fourth.run_id.replace(":", "_").replace("+", "_")
+    )
+    decision = json.loads((run_dir / "gate" / "decision.json").read_text())
+    scores = decision["scores"]
+    best, champion = scores[decision["candidate"]]["mase"], scores["champion_v1"]["mase"]
+    naive = min(scores["persistence"]["mase"], scores["seasonal_naive_7"]["mase"])
+    assert decision["promote"] == (best < champion and best < naive)
+    assert decision["promote"], scores  # 15 epochs beat 2 by far on this series
+    assert registry.champion()["version"] == 2
+    assert registry.bundle(2)["lineage"]["compared_to"] == 1
+
+    # 5. The forecast DAG publishes with the champion.
+    forecast = run_dag({}, "forecast_tiny")
+    assert forecast.state == "success", states(forecast)
+    runs = tmp_path / "artifacts" / "tiny" / "forecasts" / "runs"
+    (made,) = list(runs.iterdir())
+    import pandas as pd
+
+    published = pd.read_csv(made / "forecast" / "forecast.csv")
+    assert published["step"].tolist() == [1, 2]
+    assert set(published["model_version"]) == {2} and set(published["run_id"]) == {forecast.run_id}
+    assert (made / "score" / "index.html").exists()
+
+    # 6. Rollback to v1 is one DAG run with the version as conf, and is recorded.
+    rolled = run_dag({"version": 1, "reason": "v2 drifts"}, "rollback_tiny")
+    assert rolled.state == "success"
+    assert registry.champion()["version"] == 1
+    event = registry.history()[-1]
+    assert (event["kind"], event["from_version"], event["reason"]) == (
+        "rolled_back",
+        2,
+        "v2 drifts",
+    )
+    again = run_dag({}, "forecast_tiny")
+    assert again.state == "success"
+    from freshcast.forecasts import read_history
+
+    history = read_history(tmp_path / "artifacts" / "tiny" / "forecasts" / "history.parquet")
+    assert history.groupby("run_id")["model_version"].first().sort_values().tolist() == [1, 2]
+
+    # An unknown version fails the rollback and leaves the champion alone.
+    bad = run_dag({"version": 9}, "rollback_tiny")
+    assert bad.state == "failed" and registry.champion()["version"] == 1
