@@ -142,11 +142,7 @@ def test_retraining_from_a_landing_folder_gates_skips_forecasts_and_rolls_back(
     data.iloc[200:].to_csv(landing / "part-001.csv", index=False)
     fourth = run_dag({})
     assert fourth.state == "success"
-    run_dir = next(
-        p
-        for p in (tmp_path / "artifacts" / "tiny" / "runs").iterdir()
-        if p.name == fourth.run_id.replace(":", "_").replace("+", "_")
-    )
+    run_dir = artifacts.run_dir("tiny", fourth.run_id)
     decision = json.loads((run_dir / "gate" / "decision.json").read_text())
     scores = decision["scores"]
     best, champion = scores[decision["candidate"]]["mase"], scores["champion_v1"]["mase"]

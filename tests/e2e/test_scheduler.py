@@ -15,7 +15,7 @@ import pytest
 
 from freshcast import localrun
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import write_tiny_pipeline
+from tests.helpers import LEARNING_MODELS, lagged_series, write_tiny_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,9 @@ def airflow(tmp_path, tiny, monkeypatch):
 
 
 def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
+    # Data the models learn in two epochs, so the run promotes a champion and its Asset event
+    # triggers the forecast DAG through the real scheduler.
+    write_tiny_pipeline(tiny["pipelines"], data=lagged_series(), models=LEARNING_MODELS)
     # A broken spec beside the good one: reported as an import error, the good DAG still runs.
     write_tiny_pipeline(tiny["pipelines"], name="broken", models=[{"type": "lstm", "units": [0]}])
     # And a pipeline whose data has a bad value, for make run's failure path.
@@ -59,22 +62,32 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     csv.write_text("\n".join(lines) + "\n")
     lines: list[str] = []
     code = localrun.run_pipeline(
-        airflow, "tiny", conf={"epochs": 1}, pools={"training": 1}, say=lines.append
+        airflow, "tiny", conf={"epochs": 2}, pools={"training": 1}, say=lines.append
     )
     output = "\n".join(lines)
     assert code == 0, output
     assert "Leaderboard" in output and "persistence" in output and "Report:" in output
     for task in (
         "ingest",
+        "data_changed",
         "validate",
         "split_scale",
         "window",
         "train[lstm]",
         "train[gru]",
         "evaluate",
+        "gate",
+        "promote",
         "report",
+        "forecast",
+        "score_forecasts",
     ):
         assert f"] {task} " in output, task
+    assert "Gate: " in output and "no champion yet: beating the baselines suffices" in output
+    assert "is now version 1" in output
+    # The champion Asset's event started the forecast DAG: a run the scheduler created.
+    assert "The new champion triggered forecast_tiny run asset_triggered__" in output
+    assert "Forecast:   2024-08-28: " in output and "(version 1, data up to 2024-08-27)" in output
     # Every component listens on loopback only, and the log servers are off.
     assert f"127.0.0.1:{airflow.port}" in output
     client = localrun.Client(airflow)

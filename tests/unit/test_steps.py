@@ -138,9 +138,7 @@ def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None)
 
 @pytest.mark.slow
 def test_retraining_promotes_refuses_and_skips_as_the_figures_say(tmp_path, monkeypatch):
-    from freshcast.registry import Registry
-
-    from freshcast.registry import verify_in_fresh_process
+    from freshcast.registry import Registry, verify_in_fresh_process
 
     spec_file, landing = serving_spec(tmp_path, monkeypatch, models=2)
     first = train_run(spec_file, "run1", verify=verify_in_fresh_process)
