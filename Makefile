@@ -2,6 +2,7 @@
 # make test : install the development requirements and run the whole test suite.
 # make registry PIPELINE=x : the pipeline's model versions, champion and decisions.
 # make rollback PIPELINE=x VERSION=n : serve version n again (runs the rollback_x DAG).
+# make replay PIPELINE=x START=YYYY-MM-DD END=YYYY-MM-DD : backfill retraining over that stretch.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -16,8 +17,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 VERSION ?=
 REASON ?= manual rollback
+START ?=
+END ?=
 
-.PHONY: run stop status registry rollback test lint format install install-dev clean
+.PHONY: run stop status registry rollback replay test lint format install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
@@ -52,6 +55,9 @@ registry: install
 rollback: install
 	@test -n "$(VERSION)" || { echo "usage: make rollback PIPELINE=name VERSION=n [REASON=...]"; exit 2; }
 	$(BIN)/python -m freshcast.localrun rollback --pipeline $(PIPELINE) --version $(VERSION) --reason '$(REASON)'
+
+replay: install
+	$(BIN)/python -m freshcast.localrun replay --pipeline $(PIPELINE) --start '$(START)' --end '$(END)'
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

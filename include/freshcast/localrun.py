@@ -543,13 +543,99 @@ def rollback_pipeline(
     return 0
 
 
+def replay(
+    af: Airflow,
+    pipeline: str,
+    *,
+    start: str,
+    end: str,
+    pools: dict[str, int],
+    say: Callable[[str], None] = print,
+    poll: float = 5.0,
+) -> int:
+    """`make replay`: backfill the training DAG over [start, end] as scheduled runs, each
+    seeing only the data up to its own date, and print each run's gate decision as it ends."""
+    from freshcast.registry import Registry
+
+    dag_id = f"train_{pipeline}"
+    up(af, pools=pools, say=say)
+    client = Client(af)
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    # The REST API rather than `airflow backfill create`: the CLI writes to SQLite directly and
+    # can meet "database is locked" while the scheduler runs.
+    response = client.http.post(
+        "/backfills",
+        json={
+            "dag_id": dag_id,
+            "from_date": f"{start}T00:00:00Z",
+            "to_date": f"{end}T00:00:00Z",
+            "max_active_runs": 1,
+            "reprocess_behavior": "completed",
+        },
+    )
+    if response.status_code >= 400:
+        raise LocalRunError(f"backfill of {dag_id} was refused: {response.text}")
+    backfill = response.json()
+    say(f"backfill {backfill['id']} of {dag_id} from {start} to {end}: one run per schedule tick")
+    say(f"  {'run (data up to)':<18} {'decision':<26} figures ({_metric(pipeline)})")
+    registry, done, failed = Registry(pipeline), set(), 0
+    while True:
+        runs = [r for r in client.dag_runs(dag_id) if r["run_type"] == "backfill"]
+        for run in runs:
+            if run["state"] in ("success", "failed") and run["dag_run_id"] not in done:
+                done.add(run["dag_run_id"])
+                failed += run["state"] == "failed"
+                say(_replay_line(client, registry, dag_id, run))
+        finished = client.get(f"/backfills/{backfill['id']}").get("completed_at")
+        if finished and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(poll)
+    say("")
+    say(f"Champion now: {_champion(registry)}. Full history: make registry PIPELINE={pipeline}")
+    return 1 if failed else 0
+
+
+def _metric(pipeline: str) -> str:
+    from freshcast.spec import load_spec, pipelines_dir
+
+    return load_spec(pipelines_dir() / f"{pipeline}.yaml").metric
+
+
+def _champion(registry: Any) -> str:
+    pointer = registry.champion()
+    return f"v{pointer['version']}" if pointer else "none"
+
+
+def _replay_line(client: Client, registry: Any, dag_id: str, run: dict[str, Any]) -> str:
+    when = (run.get("logical_date") or run["run_after"])[:10]
+    if run["state"] == "failed":
+        return f"  {when:<18} failed: " + "; ".join(client.failures(dag_id, run["dag_run_id"]))
+    event = registry.find_event(run_id=run["dag_run_id"], kinds=("promoted", "refused"))
+    if event is None:
+        return f"  {when:<18} {'skipped: data unchanged':<26} champion stays {_champion(registry)}"
+    decision = event["decision"]
+    if event["kind"] == "promoted":
+        verdict = f"promoted {decision['candidate']} -> v{event['version']}"
+    else:
+        verdict = f"refused {decision['candidate']}"
+    figures = ", ".join(
+        f"{name} {value:.4g}" for name, value in decision["figures"].items() if value is not None
+    )
+    return f"  {when:<18} {verdict:<26} {figures}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m freshcast.localrun", description=__doc__)
-    parser.add_argument("command", choices=["up", "run", "stop", "status", "login", "rollback"])
+    parser.add_argument(
+        "command", choices=["up", "run", "stop", "status", "login", "rollback", "replay"]
+    )
     parser.add_argument("--pipeline", default="seattle_weather")
     parser.add_argument("--conf", default="", help='JSON run conf, e.g. {"epochs": 3}')
     parser.add_argument("--version", type=int, help="rollback: the registry version to serve")
     parser.add_argument("--reason", default="manual rollback", help="rollback: why")
+    parser.add_argument("--start", help="replay: first date, YYYY-MM-DD")
+    parser.add_argument("--end", help="replay: last date, YYYY-MM-DD")
     parser.add_argument(
         "--training-slots", type=int, default=int(os.environ.get("TRAINING_POOL_SLOTS", "2"))
     )
@@ -572,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.version:
                 raise LocalRunError("rollback needs --version N (make rollback VERSION=N)")
             return rollback_pipeline(af, args.pipeline, version=args.version, reason=args.reason)
+        elif args.command == "replay":
+            if not (args.start and args.end):
+                raise LocalRunError(
+                    "replay needs --start and --end (make replay START=... END=...)"
+                )
+            return replay(af, args.pipeline, start=args.start, end=args.end, pools=pools)
         elif args.command == "login":
             print(f"{af.url}  user: {USER}  password: {password(af, timeout=1)}")
         else:

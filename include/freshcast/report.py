@@ -319,6 +319,15 @@ img {{ max-width: 100%; }}
     return {"html": page_path, "history": picture}
 
 
+def write_forecast_plot(
+    path: Path, *, actuals: pd.Series, latest: pd.DataFrame, target: str, tail: int = 200
+) -> Path:
+    """One forecast: the last `tail` actuals and the forecast steps after them, as a PNG."""
+    no_history = latest.iloc[0:0]
+    _save(_history_figure(no_history, actuals.iloc[-tail:], latest, target), Path(path))
+    return Path(path)
+
+
 def _history_figure(
     scored: pd.DataFrame, actuals: pd.Series, latest: pd.DataFrame, target: str
 ) -> Figure:

@@ -738,14 +738,15 @@ class NoChampionError(ArtifactError):
 def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> dict[str, Any]:
     """Forecast the next horizon from the data known at `cutoff` with the champion bundle.
 
-    Writes `forecasts/runs/<run_id>/forecast/` (forecast.csv, forecast.parquet, actuals.parquet,
-    manifest) and adds the forecast to `forecasts/history.parquet`.
+    Writes `forecasts/runs/<run_id>/forecast/` (forecast.csv, forecast.parquet, forecast.png,
+    actuals.parquet, manifest) and adds the forecast to `forecasts/history.parquet`.
 
     Raises:
         NoChampionError: before the first promotion.
         SchemaError: the data no longer fits the champion (columns, grid).
     """
     from freshcast.forecasts import append_history, forecasts_dir, history_path
+    from freshcast.report import write_forecast_plot
     from freshcast.serving import check_schema, forecast_rows, load_bundle
 
     spec = load_spec(spec_file)
@@ -782,6 +783,12 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
             "forecast_parquet": _save_parquet(out / "forecast.parquet", rows.set_index("time")),
             "forecast_csv": _save_csv(out / "forecast.csv", rows),
             "actuals": _save_parquet(out / "actuals.parquet", frame[[bundle.target]]),
+            "plot": write_forecast_plot(
+                out / "forecast.png",
+                actuals=frame[bundle.target],
+                latest=rows,
+                target=bundle.target,
+            ),
         }
         write_manifest(
             out,

@@ -257,6 +257,7 @@ def test_forecasts_are_published_and_scored_once_actuals_arrive(tmp_path, monkey
     assert set(csv["model_version"]) == {1} and set(csv["run_id"]) == {"f1"}
     parquet = pd.read_parquet(folder / "forecast.parquet")
     np.testing.assert_allclose(parquet["forecast"].to_numpy(), csv["forecast"].to_numpy())
+    assert (folder / "forecast.png").read_bytes()[:4] == b"\x89PNG"
     first = steps.score_forecasts(folder, run_id="f1")
     assert first["scored_steps"] == 0  # the future has not happened yet
 
