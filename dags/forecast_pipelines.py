@@ -155,6 +155,12 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
                 title="Train even if nothing changed",
                 description="Train although data and spec equal the last decided run's.",
             ),
+            "replay": Param(
+                False,
+                type="boolean",
+                title="Part of a replay",
+                description="Set by `make replay` on its backfill runs; leave it off.",
+            ),
         },
     )
     def training():
@@ -176,8 +182,10 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         def data_changed(ingested: dict[str, Any]) -> bool:
             from freshcast import steps
 
-            force = get_current_context()["params"]["force"]
-            return steps.data_changed(ingested["run_dir"], force=force)["changed"]
+            params = get_current_context()["params"]
+            return steps.data_changed(
+                ingested["run_dir"], force=params["force"], replay=params["replay"]
+            )["changed"]
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:

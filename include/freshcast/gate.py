@@ -5,6 +5,8 @@ candidate, the champion re-scored on that window, and the naive baselines. Every
 lower-is-better (MAE, RMSE, MAPE, sMAPE, MASE).
 
 Rules, in order:
+0. a run whose data ends before the champion's data ended never replaces it (a backfill into
+   the past, run after a newer champion);
 1. the candidate's score must be a finite number (a broken model is refused);
 2. it must beat persistence and seasonal naive (strictly);
 3. with a comparable champion, it must beat the champion's score by the spec's margin:
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from freshcast.spec import GateSpec
@@ -48,6 +51,8 @@ def decide(
     baselines: Mapping[str, Mapping[str, float]],
     gate: GateSpec,
     champion_note: str | None = None,
+    data_end: str | None = None,
+    champion_data_end: str | None = None,
 ) -> Decision:
     """Apply the rules above.
 
@@ -59,6 +64,7 @@ def decide(
         gate: margin and margin type from the spec.
         champion_note: why there is no comparable champion, when there is a champion in service
             that could not be compared; recorded among the reasons.
+        data_end, champion_data_end: ISO times of the last row this run and the champion saw.
 
     Returns:
         The decision; `scores` holds "candidate", "champion" (if any) and each baseline.
@@ -75,6 +81,12 @@ def decide(
     decision = Decision(
         False, metric, name, [], scores, champion_version=champion[0] if champion else None
     )
+    if data_end and champion_data_end and _time(data_end) < _time(champion_data_end):
+        decision.reasons.append(
+            f"the champion was trained on data up to {champion_data_end}, newer than this run's "
+            f"(up to {data_end}): a run on older data never replaces it; refuse"
+        )
+        return decision
     value = float(cand.get(metric, math.nan))
     if not math.isfinite(value):
         decision.reasons.append(f"candidate {name} has no finite {metric} ({value}): refused")
@@ -124,6 +136,10 @@ def decide(
     decision.promote = promote
     decision.reasons.append("promote" if promote else "refuse")
     return decision
+
+
+def _time(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
 
 
 def _required_baselines(baselines: Mapping[str, Any]) -> list[str]:

@@ -564,6 +564,10 @@ def replay(
     client.unpause(dag_id)
     # The REST API rather than `airflow backfill create`: the CLI writes to SQLite directly and
     # can meet "database is locked" while the scheduler runs.
+    registry = Registry(pipeline)
+    # Airflow also runs the schedule's latest tick once a DAG has backfilled runs (catchup is
+    # off); the marker makes that run skip, so it cannot promote today's model mid-replay.
+    registry.start_replay(start=start, end=end)
     response = client.http.post(
         "/backfills",
         json={
@@ -572,14 +576,32 @@ def replay(
             "to_date": f"{end}T00:00:00Z",
             "max_active_runs": 1,
             "reprocess_behavior": "completed",
+            "dag_run_conf": {"replay": True},
         },
     )
     if response.status_code >= 400:
+        registry.end_replay()
         raise LocalRunError(f"backfill of {dag_id} was refused: {response.text}")
     backfill = response.json()
+    try:
+        return _follow_replay(client, registry, dag_id, backfill, say=say, poll=poll)
+    finally:
+        registry.end_replay()
+
+
+def _follow_replay(
+    client: Client,
+    registry: Any,
+    dag_id: str,
+    backfill: dict[str, Any],
+    *,
+    say: Callable[[str], None],
+    poll: float,
+) -> int:
+    start, end, pipeline = backfill["from_date"][:10], backfill["to_date"][:10], registry.pipeline
     say(f"backfill {backfill['id']} of {dag_id} from {start} to {end}: one run per schedule tick")
     say(f"  {'run (data up to)':<18} {'decision':<26} figures ({_metric(pipeline)})")
-    registry, done, failed = Registry(pipeline), set(), 0
+    done, failed = set(), 0
     while True:
         runs = [r for r in client.dag_runs(dag_id) if r["run_type"] == "backfill"]
         for run in runs:

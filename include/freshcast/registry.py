@@ -142,6 +142,32 @@ class Registry:
                 return event
         return None
 
+    @property
+    def replay_marker(self) -> Path:
+        return self.dir / "replay.json"
+
+    def active_replay(self) -> dict[str, Any] | None:
+        """The replay in progress (see `start_replay`), or None; an expired marker is ignored."""
+        if not self.replay_marker.exists():
+            return None
+        marker = read_json(self.replay_marker)
+        if datetime.fromisoformat(marker["expires"]) < datetime.now(UTC):
+            return None
+        return marker
+
+    def start_replay(self, *, start: str, end: str, hours: float = 24.0) -> dict[str, Any]:
+        """Mark a replay (a backfill of past dates) as running: until `end_replay` or `hours`,
+        runs that are not part of it skip training, so no run on today's data interleaves."""
+        from datetime import timedelta
+
+        expires = datetime.now(UTC) + timedelta(hours=hours)
+        marker = {"start": start, "end": end, "at": now(), "expires": expires.isoformat()}
+        write_json(self.replay_marker, marker)
+        return marker
+
+    def end_replay(self) -> None:
+        self.replay_marker.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------------------- changing
 
     @contextlib.contextmanager

@@ -466,8 +466,14 @@ def fingerprint(run: Path) -> dict[str, str]:
 
 
 @_timed
-def data_changed(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
+def data_changed(
+    run_dir: str | Path, *, force: bool = False, replay: bool = False
+) -> dict[str, Any]:
     """Whether this run must train: its data or spec differ from the last decided run's.
+
+    Args:
+        force: train whatever the fingerprint says.
+        replay: the run is part of a replay (`make replay`); other runs skip while one is on.
 
     Returns:
         {"changed": bool, "reason": str, ...}; `changed` False means skip training.
@@ -475,8 +481,19 @@ def data_changed(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     run = Path(run_dir)
     spec = run_spec(run)
     mine = fingerprint(run)
-    last = Registry(spec.name).last_decision()
-    if force:
+    registry = Registry(spec.name)
+    last = registry.last_decision()
+    ongoing = registry.active_replay()
+    if ongoing and not replay:
+        changed, reason = (
+            False,
+            (
+                f"a replay of {spec.name} is in progress ({ongoing['start']} to {ongoing['end']}, "
+                f"started {ongoing['at']}); this run would train on newer data in the middle of it. "
+                f"If no replay is running, delete {registry.replay_marker}"
+            ),
+        )
+    elif force:
         changed, reason = True, "conf force=true"
     elif not spec.gate.skip_unchanged:
         changed, reason = True, "the spec's gate.skip_unchanged is false"
@@ -557,6 +574,8 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
         baselines=baselines,
         gate=spec.gate,
         champion_note=note,
+        data_end=frame.index[-1].isoformat(),
+        champion_data_end=meta["lineage"].get("data_end") if pointer else None,
     ).to_json()
     decision["fingerprint"] = fingerprint(run)
     decision["current_champion"] = pointer["version"] if pointer else None

@@ -66,7 +66,7 @@ def test_training_dag_shape(bundled, pipeline):
     assert dag.get_task("promote").downstream_task_ids == {"report"}
     assert dag.get_task("report").trigger_rule == "none_failed"  # runs when promote is skipped
     assert dag.get_task("train").pool == "training"
-    assert set(dag.params.keys()) == {"epochs", "models", "force"}
+    assert set(dag.params.keys()) == {"epochs", "models", "force", "replay"}
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -139,8 +139,14 @@ def test_conf_is_validated_against_params(bundled):
         "epochs": 3,
         "models": ["gru"],
         "force": False,
+        "replay": False,
     }
-    assert validated({}) == {"epochs": None, "models": ["lstm", "gru"], "force": False}
+    assert validated({}) == {
+        "epochs": None,
+        "models": ["lstm", "gru"],
+        "force": False,
+        "replay": False,
+    }
     assert validated({"force": True})["force"] is True
     bad_confs = ({"epochs": "abc"}, {"epochs": 0}, {"models": ["transformer"]}, {"models": []})
     for bad in (*bad_confs, {"force": "yes"}):

@@ -121,3 +121,30 @@ def test_decision_is_json_ready():
 
     payload = run(1.0, 1.2).to_json()
     assert json.loads(json.dumps(payload))["promote"] is True
+
+
+def test_a_run_on_older_data_never_replaces_a_newer_champion():
+    decision = decide(
+        metric="mae",
+        candidate=("lstm", {"mae": 0.1}),
+        champion=(3, {"mae": 1.2}),
+        baselines=BASELINES,
+        gate=GateSpec(),
+        data_end="2015-02-01T00:00:00+00:00",
+        champion_data_end="2015-12-31T00:00:00+00:00",
+    )
+    assert not decision.promote
+    assert "a run on older data never replaces it" in decision.reasons[-1]
+
+
+def test_newer_data_is_compared_as_usual():
+    decision = decide(
+        metric="mae",
+        candidate=("lstm", {"mae": 1.0}),
+        champion=(3, {"mae": 1.2}),
+        baselines=BASELINES,
+        gate=GateSpec(),
+        data_end="2016-01-01T00:00:00+00:00",
+        champion_data_end="2015-12-31T00:00:00+00:00",
+    )
+    assert decision.promote

@@ -215,3 +215,13 @@ def test_last_decision_and_find_event(registry, tmp_path):
     assert registry.last_decision()["run_id"] == "run2"  # a rollback is not a training decision
     assert registry.find_event(run_id="run1", kinds=("promoted",))["version"] == 1
     assert registry.find_event(run_id="run2", kinds=("promoted",)) is None
+
+
+def test_replay_marker_is_active_until_ended_or_expired(registry):
+    assert registry.active_replay() is None
+    registry.start_replay(start="2015-01-01", end="2016-02-01")
+    assert registry.active_replay()["start"] == "2015-01-01"
+    registry.end_replay()
+    assert registry.active_replay() is None
+    registry.start_replay(start="2015-01-01", end="2016-02-01", hours=-1)  # a crashed replay
+    assert registry.active_replay() is None

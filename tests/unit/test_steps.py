@@ -290,3 +290,16 @@ def test_forecast_refuses_data_that_no_longer_fits_the_champion(tmp_path, monkey
         check_schema(meta, frame.drop(columns="temp"), frequency="D")
     with pytest.raises(SchemaError, match="grid is 'h', the model's is 'D'"):
         check_schema(meta, frame, frequency="h")
+
+
+def test_runs_outside_a_replay_skip_while_it_is_on(spec_file):
+    from freshcast.registry import Registry
+
+    run = steps.ingest(spec_file, run_id="scheduled__1", cutoff=None)["run_dir"]
+    registry = Registry("tiny")
+    registry.start_replay(start="2024-03-01", end="2024-06-01")
+    outside = steps.data_changed(run)
+    assert outside["changed"] is False and "a replay of tiny is in progress" in outside["reason"]
+    assert steps.data_changed(run, replay=True)["changed"] is True
+    registry.end_replay()
+    assert steps.data_changed(run)["changed"] is True
