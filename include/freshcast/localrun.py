@@ -641,10 +641,16 @@ def _replay_line(client: Client, registry: Any, dag_id: str, run: dict[str, Any]
         verdict = f"promoted {decision['candidate']} -> v{event['version']}"
     else:
         verdict = f"refused {decision['candidate']}"
-    figures = ", ".join(
-        f"{name} {value:.4g}" for name, value in decision["figures"].items() if value is not None
+    figures = dict(decision["figures"])
+    first = [decision["candidate"], *(k for k in figures if k.startswith("champion_"))]
+    ordered = [k for k in first if k in figures] + sorted(k for k in figures if k not in first)
+    shown = ", ".join(
+        f"{name.replace('_v', ' v', 1) if name.startswith('champion_') else name} "
+        f"{figures[name]:.4g}"
+        for name in ordered
+        if figures[name] is not None
     )
-    return f"  {when:<18} {verdict:<26} {figures}"
+    return f"  {when:<18} {verdict:<26} {shown}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -485,13 +485,11 @@ def data_changed(
     last = registry.last_decision()
     ongoing = registry.active_replay()
     if ongoing and not replay:
-        changed, reason = (
-            False,
-            (
-                f"a replay of {spec.name} is in progress ({ongoing['start']} to {ongoing['end']}, "
-                f"started {ongoing['at']}); this run would train on newer data in the middle of it. "
-                f"If no replay is running, delete {registry.replay_marker}"
-            ),
+        changed = False
+        reason = (
+            f"a replay of {spec.name} is in progress ({ongoing['start']} to {ongoing['end']}, "
+            f"started {ongoing['at']}); this run would train on newer data in the middle of "
+            f"it. If no replay is running, delete {registry.replay_marker}"
         )
     elif force:
         changed, reason = True, "conf force=true"
