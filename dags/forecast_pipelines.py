@@ -208,6 +208,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
         @task(
             pool=TRAINING_POOL,
+            queue=spec.training_queue,
             map_index_template="{{ task.op_kwargs['model_name'] }}",
             execution_timeout=timedelta(hours=2),
         )

@@ -7,6 +7,9 @@ scheduler's and triggerer's log servers, which bind every interface, stay off
 (`--skip-serve-logs`): with LocalExecutor the api-server reads task logs from disk. Everything
 listens on 127.0.0.1.
 
+The same code runs the CeleryExecutor on this machine (PostgreSQL metadata database, Redis
+broker, Celery workers as further components), which the distributed tests use.
+
 This module never imports airflow: it runs the `airflow` CLI and talks HTTP.
 """
 
@@ -41,13 +44,30 @@ class LocalRunError(RuntimeError):
     """Something the user can fix; the message says what."""
 
 
+WORKER_NAME_ENV = "FRESHCAST_WORKER_NAME"
+
+
+def worker_hostname() -> str:
+    """`[core] hostname_callable` for Celery workers started here: each reports its own name,
+    so task instances show which worker ran them even on one machine."""
+    return os.environ.get(WORKER_NAME_ENV) or socket.getfqdn()
+
+
 @dataclass(frozen=True)
 class Airflow:
-    """One local Airflow installation: its home, where its API listens and how to call its CLI."""
+    """One local Airflow installation: its home, where its API listens and how to call its CLI.
+
+    With `executor="CeleryExecutor"`, `database` (a SQLAlchemy URL), `broker` and
+    `result_backend` say where the metadata and the Celery queue live.
+    """
 
     home: Path
     host: str = "127.0.0.1"
     port: int = 8080
+    executor: str = "LocalExecutor"
+    database: str | None = None
+    broker: str | None = None
+    result_backend: str | None = None
 
     @property
     def url(self) -> str:
@@ -74,8 +94,17 @@ class Airflow:
 # ---------------------------------------------------------------- set-up
 
 
-def write_config(af: Airflow, *, dags_folder: Path | None = None, parallelism: int = 4) -> Path:
-    """Write AIRFLOW_HOME/airflow.cfg once, with fresh secrets; an existing one is kept."""
+def write_config(
+    af: Airflow,
+    *,
+    dags_folder: Path | None = None,
+    parallelism: int = 4,
+    extra: dict[str, dict[str, str]] | None = None,
+) -> Path:
+    """Write AIRFLOW_HOME/airflow.cfg once, with fresh secrets; an existing one is kept.
+
+    `extra` adds settings as {section: {key: value}} (tests shorten timeouts this way).
+    """
     cfg = af.home / "airflow.cfg"
     if cfg.exists():
         return cfg
@@ -85,7 +114,7 @@ def write_config(af: Airflow, *, dags_folder: Path | None = None, parallelism: i
 [core]
 dags_folder = {dags_folder or PROJECT_ROOT / "dags"}
 plugins_folder = {PROJECT_ROOT / "plugins"}
-executor = LocalExecutor
+executor = {af.executor}
 parallelism = {parallelism}
 load_examples = False
 fernet_key = {fernet_key}
@@ -108,6 +137,19 @@ base_log_folder = {af.home / "logs"}
 refresh_interval = 30
 min_file_process_interval = 30
 """
+    sections: dict[str, dict[str, str]] = {}
+    if af.database:
+        sections["database"] = {"sql_alchemy_conn": af.database}
+    if af.broker:
+        sections["celery"] = {
+            "broker_url": af.broker,
+            "result_backend": af.result_backend or "",
+            "worker_concurrency": "2",
+        }
+    for section, values in (extra or {}).items():
+        sections.setdefault(section, {}).update(values)
+    for section, values in sections.items():
+        text += f"\n[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
     cfg.write_text(text)
     cfg.chmod(0o600)
     return cfg
@@ -137,17 +179,51 @@ def read_pid(af: Airflow, component: str) -> int | None:
     return pid if "airflow" in cmdline else None  # a reused pid is somebody else's
 
 
-def start_component(af: Airflow, component: str) -> int:
+def start_component(af: Airflow, component: str, *, env: dict[str, str] | None = None) -> int:
     args = {
         "api-server": ["api-server", "--host", af.host, "--port", str(af.port), "--workers", "1"],
         "scheduler": ["scheduler", "--skip-serve-logs"],
         "dag-processor": ["dag-processor"],
         "triggerer": ["triggerer", "--skip-serve-logs"],
     }[component]
+    return _spawn(af, component, args, env=env)
+
+
+def start_worker(af: Airflow, name: str, *, queues: list[str], concurrency: int = 2) -> int:
+    """A Celery worker `name` serving `queues`, as component `worker-<name>`.
+
+    Its log server is off (`--skip-serve-logs`, it would bind every interface): on one machine
+    the api-server reads task logs from disk.
+    """
+    args = [
+        "celery",
+        "worker",
+        "--celery-hostname",
+        name,
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        str(concurrency),
+        "--skip-serve-logs",
+    ]
+    env = {
+        WORKER_NAME_ENV: name,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "freshcast.localrun.worker_hostname",
+    }
+    return _spawn(af, f"worker-{name}", args, env=env)
+
+
+def _components(af: Airflow) -> list[str]:
+    """Every component with a pid file: the four, plus any Celery workers."""
+    workers = sorted(p.stem for p in af.home.glob("worker-*.pid"))
+    return [*COMPONENTS, *workers]
+
+
+def _spawn(af: Airflow, component: str, args: list[str], *, env: dict[str, str] | None) -> int:
     with open(af.log_file(component), "ab") as log:
         proc = subprocess.Popen(
             [af.cli, *args],
-            env=af.env(),
+            env={**af.env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -161,7 +237,8 @@ def start_component(af: Airflow, component: str) -> int:
 def stop(af: Airflow, *, say: Callable[[str], None] = print, grace: float = 30.0) -> list[int]:
     """Stop the processes this module started, by their pid files, and nothing else."""
     stopped = []
-    for component in COMPONENTS:
+    components = _components(af)
+    for component in components:
         pid = read_pid(af, component)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -175,7 +252,7 @@ def stop(af: Airflow, *, say: Callable[[str], None] = print, grace: float = 30.0
         if _group_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-    for component in COMPONENTS:
+    for component in components:
         af.pid_file(component).unlink(missing_ok=True)
     if not stopped:
         say(f"nothing to stop: no running component has a pid file in {af.home}")

@@ -226,6 +226,12 @@ class PipelineSpec(_Strict):
     metric: Literal["mae", "rmse", "mape", "smape", "mase"] = "mae"
     seed: int = 42
     schedule: str | None = "@weekly"
+    training_queue: str = Field(
+        default="training",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Celery queue of the train tasks, so training can go to bigger or GPU "
+        "workers; LocalExecutor ignores it.",
+    )
     gate: GateSpec = GateSpec()
     forecast: ForecastSpec = ForecastSpec()
     owner: str = "freshcast"
