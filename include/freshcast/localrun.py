@@ -176,7 +176,8 @@ def read_pid(af: Airflow, component: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (OSError, ValueError):
         return None
-    return pid if "airflow" in cmdline else None  # a reused pid is somebody else's
+    # A reused pid is somebody else's. Celery retitles its worker process ("[celeryd: ...]").
+    return pid if "airflow" in cmdline or "celery" in cmdline else None
 
 
 def start_component(af: Airflow, component: str, *, env: dict[str, str] | None = None) -> int:

@@ -84,7 +84,9 @@ def celery_airflow(tmp_path, tiny, monkeypatch):
     try:
         yield af
     finally:
-        localrun.stop(af, say=lambda _: None)
+        stopped = localrun.stop(af, say=lambda _: None)
+        for pid in stopped:  # the workers' process groups too
+            assert not localrun._group_alive(pid)
         redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
         with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
