@@ -3,6 +3,7 @@
 # make registry PIPELINE=x : the pipeline's model versions, champion and decisions.
 # make rollback PIPELINE=x VERSION=n : serve version n again (runs the rollback_x DAG).
 # make replay PIPELINE=x START=YYYY-MM-DD END=YYYY-MM-DD : backfill retraining over that stretch.
+# make env   : .env with fresh secrets for `docker compose up` (CeleryExecutor, see README).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -20,7 +21,7 @@ REASON ?= manual rollback
 START ?=
 END ?=
 
-.PHONY: run stop status registry rollback replay test lint format install install-dev clean
+.PHONY: run stop status registry rollback replay env test lint format install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
@@ -58,6 +59,10 @@ rollback: install
 
 replay: install
 	$(BIN)/python -m freshcast.localrun replay --pipeline $(PIPELINE) --start '$(START)' --end '$(END)'
+
+# .env for docker-compose.yaml with fresh random secrets; an existing .env is kept.
+env:
+	$(PYTHON) include/freshcast/deploy.py .env
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
