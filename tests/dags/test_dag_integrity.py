@@ -66,6 +66,8 @@ def test_training_dag_shape(bundled, pipeline):
     assert dag.get_task("promote").downstream_task_ids == {"report"}
     assert dag.get_task("report").trigger_rule == "none_failed"  # runs when promote is skipped
     assert dag.get_task("train").pool == "training"
+    assert dag.get_task("train").queue == "training"  # the spec's training_queue (default)
+    assert dag.get_task("evaluate").queue == "default"
     assert set(dag.params.keys()) == {"epochs", "models", "force", "replay"}
 
 

@@ -355,6 +355,13 @@ def test_missing_spec_file(tmp_path):
             id="source-duplicates",
         ),
         pytest.param(
+            {"training_queue": "gpu workers"},
+            "training_queue",
+            "String should match pattern",
+            "Received: 'gpu workers'",
+            id="training-queue",
+        ),
+        pytest.param(
             {"source": {"path": "data.txt"}},
             "source",
             "source must be a .csv or .parquet file, a glob, or a folder ending in '/'",
@@ -484,6 +491,7 @@ def test_gate_and_forecast_defaults(tmp_path):
     assert spec.gate.margin == 0.0 and spec.gate.margin_type == "relative"
     assert spec.gate.keep == 5 and spec.gate.skip_unchanged is True
     assert spec.forecast.schedule == "@daily"
+    assert spec.training_queue == "training"
     assert (spec.dag_id, spec.forecast_dag_id, spec.rollback_dag_id) == (
         "train_demo",
         "forecast_demo",
