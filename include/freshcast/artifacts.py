@@ -123,10 +123,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def describe(path: Path) -> dict[str, Any]:
-    """Name, size and sha256 of one file, relative to nothing (absolute path)."""
+def describe(path: Path, *, base: Path | None = None) -> dict[str, Any]:
+    """Path, size and sha256 of one file; the path is relative to `base` when the file lies
+    under it (a step's own outputs), else absolute (a source file, another step's output)."""
     path = Path(path).absolute()  # later tasks may run in another working directory
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    shown = path
+    if base is not None and path.is_relative_to(Path(base).absolute()):
+        shown = path.relative_to(Path(base).absolute())
+    return {"path": str(shown), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def write_manifest(
@@ -142,7 +146,9 @@ def write_manifest(
     manifest = {
         "step": step,
         "inputs": {k: describe(v) for k, v in (inputs or {}).items()},
-        "outputs": {k: describe(v) for k, v in outputs.items()},
+        # Outputs relative to the step folder: the folder can move (a bundle renamed into the
+        # registry, a copied artifact tree, another mount point) and still check out.
+        "outputs": {k: describe(v, base=Path(step_dir)) for k, v in outputs.items()},
         "params": dict(params or {}),
         "shapes": dict(shapes or {}),
         "versions": library_versions(),
@@ -152,7 +158,8 @@ def write_manifest(
 
 
 def read_manifest(step_dir: Path, *, verify: bool = True) -> dict[str, Any]:
-    """Read a finished step's manifest; with `verify`, check each output's sha256.
+    """Read a finished step's manifest, output paths made absolute; with `verify`, check each
+    output's sha256.
 
     Raises:
         ArtifactError: the step has no manifest (unfinished) or a file changed since it was written.
@@ -163,6 +170,8 @@ def read_manifest(step_dir: Path, *, verify: bool = True) -> dict[str, Any]:
             f"{step_dir} has no {MANIFEST}: its task did not finish. Rerun that task first."
         )
     manifest = read_json(path)
+    for entry in manifest["outputs"].values():  # relative paths are the step folder's
+        entry["path"] = str(Path(step_dir).absolute() / entry["path"])
     if verify:
         for name, entry in manifest["outputs"].items():
             verify_file(Path(entry["path"]), entry["sha256"], what=f"{manifest['step']}.{name}")

@@ -215,10 +215,8 @@ class Registry:
                 outputs[name] = dst
             bundle = {"pipeline": self.pipeline, "version": version, **meta}
             outputs["bundle"] = write_json(tmp / "bundle.json", bundle)
+            # Output paths in the manifest are relative, so they hold after the rename.
             write_manifest(tmp, step="bundle", outputs=outputs, params={"version": version})
-            # Manifest paths name the temporary folder; rewrite them to the final one so a
-            # reader of the finished bundle checks the right files. Still unpublished here.
-            _relocate_manifest(tmp, self.bundle_dir(version))
             os.rename(tmp, self.bundle_dir(version))  # atomic: the version appears complete
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -277,13 +275,6 @@ class Registry:
         pointer = self.champion()
         if pointer and not (self.history_dir / f"{pointer['event']['seq']:06d}.json").exists():
             self._write_event(pointer["event"])
-
-
-def _relocate_manifest(folder: Path, final: Path) -> None:
-    manifest = read_json(folder / artifacts.MANIFEST)
-    for entry in manifest["outputs"].values():
-        entry["path"] = str(final.absolute() / Path(entry["path"]).name)
-    write_json(folder / artifacts.MANIFEST, manifest)
 
 
 def rollback(

@@ -40,7 +40,7 @@ def test_dag_test_trains_evaluates_and_reports(airflow_db, tiny):
         manifest = json.loads((run / step / "manifest.json").read_text())
         assert manifest["step"] == step
         for entry in manifest["outputs"].values():
-            assert Path(entry["path"]).is_file()
+            assert (run / step / entry["path"]).is_file()  # relative to the step folder
     for model in ("lstm", "gru"):
         history = json.loads((run / "train" / model / "history.json").read_text())
         assert len(history["loss"]) == 1  # the conf's epochs override the spec's 2

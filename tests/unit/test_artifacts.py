@@ -215,13 +215,21 @@ def test_write_manifest_lists_inputs_and_outputs_with_sha256(tmp_path):
         for name, file in files.items():
             entry = manifest[section][name]
             data = file.read_bytes()
-            assert entry == {"path": str(file), "bytes": len(data), "sha256": _sha256(data)}
+            # Outputs are named relative to the step folder; inputs (other steps') absolutely.
+            shown = file.name if section == "outputs" else str(file)
+            assert entry == {"path": shown, "bytes": len(data), "sha256": _sha256(data)}
     assert manifest["params"] == {"scaler": "minmax"}
     assert manifest["shapes"] == {"scaled": [10, 3]}
     assert manifest["versions"]["python"]
     assert manifest["versions"]["numpy"] == np.__version__
     datetime.fromisoformat(manifest["written_at"])
-    assert read_manifest(step_dir) == manifest
+    read = read_manifest(step_dir)  # the same, with output paths made absolute
+    assert {k: v["path"] for k, v in read["outputs"].items()} == {
+        k: str(v) for k, v in outputs.items()
+    }
+    assert {k: v for k, v in read.items() if k != "outputs"} == {
+        k: v for k, v in manifest.items() if k != "outputs"
+    }
 
 
 def test_write_manifest_is_written_after_every_file_is_hashed(tmp_path, monkeypatch):
@@ -229,9 +237,9 @@ def test_write_manifest_is_written_after_every_file_is_hashed(tmp_path, monkeypa
     seen = []
     describe = artifacts.describe
 
-    def spy(path):
+    def spy(path, **kwargs):
         seen.append((Path(path).name, (step_dir / MANIFEST).exists()))
-        return describe(path)
+        return describe(path, **kwargs)
 
     monkeypatch.setattr(artifacts, "describe", spy)
     write_manifest(step_dir, step="split_scale", inputs=inputs, outputs=outputs)
@@ -240,16 +248,26 @@ def test_write_manifest_is_written_after_every_file_is_hashed(tmp_path, monkeypa
     assert (step_dir / MANIFEST).exists()
 
 
-def test_write_manifest_records_absolute_paths(tmp_path, monkeypatch):
-    # The manifest is read by later tasks, which may run in another working directory.
+def test_write_manifest_records_outputs_relative_to_the_step(tmp_path, monkeypatch):
+    # Later tasks may run in another working directory, and the folder may move.
     step_dir, _, _ = _step(tmp_path)
     monkeypatch.chdir(step_dir)
     write_manifest(Path("."), step="split_scale", outputs={"scaled": Path("scaled.npy")})
     entry = read_json(step_dir / MANIFEST)["outputs"]["scaled"]
-    assert Path(entry["path"]) == step_dir / "scaled.npy"
+    assert entry["path"] == "scaled.npy"
     monkeypatch.chdir(tmp_path)
-    assert read_manifest(step_dir)["outputs"]["scaled"] == entry
+    assert read_manifest(step_dir)["outputs"]["scaled"]["path"] == str(step_dir / "scaled.npy")
     assert output_path(step_dir, "scaled") == step_dir / "scaled.npy"
+
+
+def test_a_moved_step_folder_still_checks_out(tmp_path):
+    step_dir, _, _ = _step(tmp_path)
+    write_manifest(step_dir, step="split_scale", outputs={"scaled": step_dir / "scaled.npy"})
+    moved = step_dir.rename(tmp_path / "elsewhere")
+    assert output_path(moved, "scaled") == moved / "scaled.npy"  # sha256 checked there
+    (moved / "scaled.npy").write_bytes(b"changed")
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        output_path(moved, "scaled")
 
 
 def test_write_manifest_without_inputs(tmp_path):

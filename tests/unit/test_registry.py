@@ -58,10 +58,12 @@ def test_versions_are_numbered_self_contained_and_checked(registry, tmp_path):
     bundle = registry.bundle(2)
     assert bundle["version"] == 2 and bundle["lineage"]["run_id"] == "run2"
     assert (registry.bundle_dir(2) / "model.keras").read_bytes() == b"model run2"
-    # The manifest names the final folder, so the bundle checks out where it lies.
+    # The manifest names files relative to the bundle, so it checks out after the rename.
     manifest = json.loads((registry.bundle_dir(2) / "manifest.json").read_text())
-    assert {Path(e["path"]).parent for e in manifest["outputs"].values()} == {
-        registry.bundle_dir(2).absolute()
+    assert {e["path"] for e in manifest["outputs"].values()} == {
+        "model.keras",
+        "scaler.json",
+        "bundle.json",
     }
     assert registry.champion()["version"] == 2
 
