@@ -88,11 +88,13 @@ def write_report(
     _save(_forecast_figure(predictions, best, target), paths["forecast"])
     _save(_leaderboard_figure(leaderboard, metric), paths["leaderboard"])
     # The page goes last: a folder whose index.html exists has all its images.
-    page = _html(pipeline=pipeline, run_id=run_id, metric=metric, leaderboard=leaderboard)
-    if decision is not None:
-        page = page.replace(
-            "<h2>Leaderboard, ranked", _gate_html(decision, promoted) + "<h2>Leaderboard, ranked", 1
-        )
+    page = _html(
+        pipeline=pipeline,
+        run_id=run_id,
+        metric=metric,
+        leaderboard=leaderboard,
+        gate="" if decision is None else _gate_html(decision, promoted),
+    )
     write_bytes(paths["html"], page.encode("utf-8"))
     return {key: paths[key] for key in ("html", "loss", "forecast", "leaderboard")}
 
@@ -175,10 +177,37 @@ def _leaderboard_figure(leaderboard: Sequence[Mapping[str, Any]], metric: str) -
     return fig
 
 
+def _head(title: str) -> str:
+    """The start of a self-contained page: title and the one stylesheet both reports use."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
+th {{ background: #f0f0f0; }}
+tr.best td {{ background: #dff5df; font-weight: bold; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+"""
+
+
 def _html(
-    *, pipeline: str, run_id: str, metric: str, leaderboard: Sequence[Mapping[str, Any]]
+    *,
+    pipeline: str,
+    run_id: str,
+    metric: str,
+    leaderboard: Sequence[Mapping[str, Any]],
+    gate: str = "",
 ) -> str:
-    """A self-contained page: title, leaderboard table, the three images, a note on MASE."""
+    """A self-contained page: title, the gate's section (if any), leaderboard table, the three
+    images, a note on MASE."""
     esc = html.escape
     metrics = [k for k in (leaderboard[0] if leaderboard else {}) if k not in _NOT_METRICS]
     header = "".join(f"<th>{esc(c)}</th>" for c in ["rank", "name", "kind", *metrics])
@@ -191,23 +220,7 @@ def _html(
         attr = ' class="best"' if best else ""
         body.append(f"<tr{attr}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     title = f"freshcast report: {pipeline}, run {run_id}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
-th {{ background: #f0f0f0; }}
-tr.best td {{ background: #dff5df; font-weight: bold; }}
-img {{ max-width: 100%; }}
-</style>
-</head>
-<body>
-<h1>{esc(title)}</h1>
-<h2>Leaderboard, ranked by {esc(metric)}</h2>
+    return f"""{_head(title)}{gate}<h2>Leaderboard, ranked by {esc(metric)}</h2>
 <table>
 <thead><tr>{header}</tr></thead>
 <tbody>
@@ -292,19 +305,8 @@ def write_forecast_report(
     esc = html.escape
     title = f"freshcast forecasts: {pipeline}, run {run_id}"
     upcoming = latest.assign(time=latest["time"].astype(str))[["time", "step", "forecast"]]
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
-th {{ background: #f0f0f0; }}
-img {{ max-width: 100%; }}
-</style></head>
-<body>
-<h1>{esc(title)}</h1>
-<h2>Newest forecast of {esc(target)} (model v{int(latest["model_version"].iloc[0])})</h2>
+    version = int(latest["model_version"].iloc[0])
+    page = f"""{_head(title)}<h2>Newest forecast of {esc(target)} (model v{version})</h2>
 {upcoming.to_html(index=False, float_format=lambda v: f"{v:.4g}")}
 <h2>Accuracy per model version (forecasts whose actuals have arrived)</h2>
 {by_version.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}
