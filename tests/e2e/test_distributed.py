@@ -138,13 +138,16 @@ def test_celery_run_spreads_tasks_over_two_workers(celery_airflow, tiny):
 
 def test_a_killed_worker_costs_a_retry_not_the_run(celery_airflow, tiny):
     af = celery_airflow
+    # Training that outlasts the polling below (no early stop), so the kill lands mid-train.
+    slow_gru = {**LEARNING_MODELS[-1], "epochs": 200, "patience": 1000}
+    write_tiny_pipeline(tiny["pipelines"], data=lagged_series(), models=[slow_gru])
     localrun.up(af, pools={"training": 2}, say=lambda _: None)
     for name in ("w1", "w2"):
         localrun.start_worker(af, name, queues=["default", "training"], concurrency=1)
     client = localrun.Client(af)
     client.wait_for_dag("train_tiny")
     client.unpause("train_tiny")
-    run_id = client.trigger("train_tiny", {"epochs": 15, "models": ["gru"]})
+    run_id = client.trigger("train_tiny", {})
 
     # Wait until the train task runs on some worker, then kill that worker outright.
     deadline, victim = time.monotonic() + 300, None
@@ -152,7 +155,7 @@ def test_a_killed_worker_costs_a_retry_not_the_run(celery_airflow, tiny):
         for ti in client.task_instances("train_tiny", run_id):
             if ti["task_id"] == "train" and ti["state"] == "running" and ti["hostname"]:
                 victim = ti["hostname"]
-        time.sleep(1)
+        time.sleep(0.5)
     assert victim in ("w1", "w2"), "the train task never started"
     pid = localrun.read_pid(af, f"worker-{victim}")
     os.killpg(pid, signal.SIGKILL)
