@@ -2,6 +2,8 @@
 
 Layout: `<root>/<pipeline>/runs/<run_id>/<step>/...`; each step writes its files first and its
 `manifest.json` last, so a step folder without a manifest is unfinished and is never read.
+
+The root is a local folder or a URL (`file://`, `s3://`, any fsspec protocol); see `Store`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ARTIFACT_ROOT_ENV = "FRESHCAST_ARTIFACT_ROOT"
+CACHE_DIR_ENV = "FRESHCAST_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "manifest.json"
 # Versions recorded in every manifest; tensorflow/keras only when the step loaded them.
@@ -33,12 +36,17 @@ class ArtifactError(RuntimeError):
 
 
 def artifact_root() -> Path:
-    """The store's root: env FRESHCAST_ARTIFACT_ROOT, else `<project>/artifacts`.
+    """The local root that tasks read and write: the store's working copy (see `Store`).
 
-    A relative value is taken from the project folder, so every task process, whatever its
-    working directory, resolves the same root.
+    That is FRESHCAST_ARTIFACT_ROOT itself when it is a folder (default `<project>/artifacts`;
+    a relative value is taken from the project folder, so every task process, whatever its
+    working directory, resolves the same root), or a local cache of it when it is a URL.
     """
-    return PROJECT_ROOT / (os.environ.get(ARTIFACT_ROOT_ENV) or "artifacts")
+    return store().local
+
+
+def is_url(root: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", root))
 
 
 def safe_run_id(run_id: str) -> str:
@@ -164,6 +172,7 @@ def read_manifest(step_dir: Path, *, verify: bool = True) -> dict[str, Any]:
     Raises:
         ArtifactError: the step has no manifest (unfinished) or a file changed since it was written.
     """
+    store().fetch(Path(step_dir))
     path = Path(step_dir) / MANIFEST
     if not path.exists():
         raise ArtifactError(
@@ -216,10 +225,242 @@ def reset_dir(path: Path) -> Path:
 @contextlib.contextmanager
 def step_output(path: Path) -> Iterator[Path]:
     """An empty folder for one step's outputs; removed again if the step fails, so a failed step
-    leaves nothing half-written behind (and no manifest, so nothing downstream trusts it)."""
+    leaves nothing half-written behind (and no manifest, so nothing downstream trusts it).
+
+    In a store with a URL root the folder is published when the block succeeds (its old
+    manifest is withdrawn first, so a retry's readers never trust a half-replaced folder).
+    """
+    current = store()
+    current.withdraw(Path(path))
     path = reset_dir(path)
     try:
         yield path
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
+    current.publish(path)
+
+
+# ------------------------------------------------------------------------------- the store
+
+
+class Store:
+    """Where finished artifacts are kept, for every worker to read.
+
+    Tasks always read and write a local working copy, `local`: Keras, numpy's memory maps and
+    Parquet want real files. The root decides what happens next:
+
+    - a folder (the default): it is its own working copy, every worker sees it (one machine, or
+      a shared volume), and `publish`/`fetch` have nothing to do;
+    - a URL (`s3://bucket/prefix`, `file:///srv/store`, any fsspec protocol): `local` is a cache
+      (`FRESHCAST_CACHE_DIR`, default `<project>/.freshcast-cache/<url>`), and each finished
+      folder is published to the store and fetched from it by the next task, wherever it runs.
+
+    Object stores cannot rename atomically (a rename is a copy and a delete), so nothing here
+    renames in the store. A folder is published by withdrawing its old manifest, uploading its
+    files, and uploading its manifest last; a reader reads the manifest first and downloads only
+    the files it lists, each checked against its sha256. A folder without a manifest is
+    unfinished and is never read. Single small files (the registry's pointer and events, the
+    forecast history) are one PUT each, which an object store applies whole or not at all.
+
+    Args:
+        root: the folder or URL.
+        fs: an fsspec filesystem for the URL (the DAGs pass the one Airflow's ObjectStoragePath
+            builds from a connection); default: fsspec's own for the URL's protocol.
+        cache: the working copy of a URL root.
+    """
+
+    def __init__(self, root: str | Path, *, fs: Any = None, cache: Path | None = None) -> None:
+        root = str(root)
+        self.url = root
+        if not is_url(root):
+            self.local = PROJECT_ROOT / root
+            self.fs, self.base = None, None
+            return
+        if fs is None:
+            import fsspec
+
+            fs, base = fsspec.core.url_to_fs(root)
+        else:
+            base = fs._strip_protocol(root)
+        self.fs, self.base = fs, base.rstrip("/")
+        default = PROJECT_ROOT / ".freshcast-cache" / re.sub(r"[^A-Za-z0-9._-]+", "_", root)
+        self.local = Path(cache or os.environ.get(CACHE_DIR_ENV) or default)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r}, local={str(self.local)!r})"
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store is apart from its working copy (a URL root)."""
+        return self.fs is not None
+
+    def where(self, path: Path) -> str:
+        """Where `path` of the working copy lives in the store (a URL, or the path itself)."""
+        return f"{self.url.rstrip('/')}/{self._key(path)}" if self.remote else str(path)
+
+    def local_path(self, location: str | Path) -> Path:
+        """The working-copy path of a location `where` gave (a URL in the store, or a path)."""
+        prefix = self.url.rstrip("/") + "/"
+        if self.remote and str(location).startswith(prefix):
+            return self.local / str(location)[len(prefix) :]
+        return Path(location)
+
+    def _key(self, path: Path) -> str:
+        try:
+            return Path(path).absolute().relative_to(self.local.absolute()).as_posix()
+        except ValueError:
+            raise ArtifactError(
+                f"{path} is outside the artifact store's working copy {self.local}"
+            ) from None
+
+    def _remote(self, path: Path) -> str:
+        key = self._key(path)
+        return f"{self.base}/{key}" if key != "." else self.base
+
+    # -------------------------------------------------------------------- folders of a step
+
+    def published(self, folder: Path) -> bool:
+        """Whether `folder` is finished in the store (its manifest is there)."""
+        if not self.remote:
+            return (Path(folder) / MANIFEST).exists()
+        return self._exists(self._remote(Path(folder) / MANIFEST))
+
+    def withdraw(self, folder: Path) -> None:
+        """Stop readers trusting `folder` before it is rewritten: delete its manifest."""
+        if self.remote:  # NotADirectoryError: `folder` is a file (a local filesystem says so)
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                self.fs.rm_file(self._remote(Path(folder) / MANIFEST))
+
+    def publish(self, folder: Path) -> None:
+        """Upload a finished folder: every file, then the manifest last."""
+        if not self.remote:
+            return
+        folder = Path(folder)
+        self.withdraw(folder)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+        for path in files:
+            if not path.name.startswith("."):  # temporary files of an atomic write
+                self._put(path)
+        if (folder / MANIFEST).exists():
+            self._put(folder / MANIFEST)
+
+    def fetch(self, folder: Path) -> None:
+        """Bring a published folder into the working copy: read its manifest in the store,
+        download each file it lists whose local copy differs, write the manifest last.
+
+        Nothing happens when the store has no manifest there (the reader then reports the
+        folder as unfinished) or when the local copy already matches it.
+        """
+        if not self.remote:
+            return
+        folder = Path(folder)
+        try:
+            manifest = self.fs.cat_file(self._remote(folder / MANIFEST))
+        except FileNotFoundError:
+            (folder / MANIFEST).unlink(missing_ok=True)  # withdrawn or never finished
+            return
+        local = folder / MANIFEST
+        if local.exists() and local.read_bytes() == manifest:
+            return
+        local.unlink(missing_ok=True)
+        for entry in json.loads(manifest)["outputs"].values():
+            path = folder / entry["path"]
+            if path.exists() and sha256_file(path) == entry["sha256"]:
+                continue
+            with atomic_path(path) as tmp:
+                self.fs.get_file(self._remote(path), str(tmp))
+        write_bytes(local, manifest)
+
+    # -------------------------------------------------------------------- single files
+
+    def put(self, path: Path) -> None:
+        """Upload one file of the working copy (one PUT, whole or not at all)."""
+        if self.remote:
+            self._put(Path(path))
+
+    def get(self, path: Path) -> bool:
+        """Refresh one file of the working copy from the store; False (and no local copy) when
+        the store has none."""
+        path = Path(path)
+        if not self.remote:
+            return path.exists()
+        try:
+            data = self.fs.cat_file(self._remote(path))
+        except FileNotFoundError:
+            path.unlink(missing_ok=True)
+            return False
+        if not path.exists() or path.read_bytes() != data:
+            write_bytes(path, data)
+        return True
+
+    def names(self, folder: Path) -> list[str]:
+        """Names of the files and folders directly in `folder`, in the store."""
+        folder = Path(folder)
+        if not self.remote:
+            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        remote = self._remote(folder)
+        self.fs.invalidate_cache(remote)
+        try:
+            entries = self.fs.ls(remote, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries} - {""})
+
+    def remove(self, path: Path) -> None:
+        """Delete a file or folder in the store and the working copy; a folder loses its
+        manifest first, so it is never seen half-deleted."""
+        path = Path(path)
+        if self.remote:
+            self.withdraw(path)
+            remote = self._remote(path)
+            self.fs.invalidate_cache(remote)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(remote, recursive=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    # -------------------------------------------------------------------- internals
+
+    def _put(self, path: Path) -> None:
+        remote = self._remote(path)
+        self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)  # local filesystems need it
+        self.fs.put_file(str(path), remote)
+
+    def _exists(self, remote: str) -> bool:
+        self.fs.invalidate_cache(remote.rsplit("/", 1)[0])
+        return bool(self.fs.exists(remote))
+
+
+def where(path: Path) -> str:
+    """Where a file or folder of the working copy is kept: what tasks pass on in XCom, the
+    same for every worker (a URL in a URL store)."""
+    return store().where(path)
+
+
+def local(location: str | Path) -> Path:
+    """This worker's working-copy path of a location from `where`."""
+    return store().local_path(location)
+
+
+_stores: dict[tuple[str, str | None], Store] = {}
+
+
+def store() -> Store:
+    """The store named by FRESHCAST_ARTIFACT_ROOT (and FRESHCAST_CACHE_DIR), one per process;
+    `use_store` sets one built elsewhere (a DAG's ObjectStoragePath filesystem)."""
+    key = (os.environ.get(ARTIFACT_ROOT_ENV) or "artifacts", os.environ.get(CACHE_DIR_ENV))
+    if key not in _stores:
+        _stores[key] = Store(key[0])
+    return _stores[key]
+
+
+def use_store(root: str, *, fs: Any) -> Store:
+    """Make `root`, reached through the fsspec filesystem `fs`, this process's store; it is
+    used while FRESHCAST_ARTIFACT_ROOT names the same root."""
+    os.environ[ARTIFACT_ROOT_ENV] = root
+    key = (root, os.environ.get(CACHE_DIR_ENV))
+    _stores[key] = Store(root, fs=fs)
+    return _stores[key]

@@ -2,8 +2,9 @@
 
 `<root>/<pipeline>/forecasts/history.parquet` holds one row per forecast step ever published
 (long form, see HISTORY_COLUMNS). A forecast run replaces its own rows (a retry adds nothing)
-and rewrites the file atomically. Scoring joins the history with the actual values known now:
-a forecast whose target time has an actual counts; the rest wait for their data.
+and rewrites the file atomically (in a store with a URL root: one upload, which replaces the
+object whole). Scoring joins the history with the actual values known now: a forecast whose
+target time has an actual counts; the rest wait for their data.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def history_path(pipeline: str, *, root: Path | None = None) -> Path:
 
 def read_history(path: Path) -> pd.DataFrame:
     """The history, or an empty frame with its columns before the first forecast."""
-    if not Path(path).exists():
+    if not artifacts.store().get(Path(path)):  # a URL root: the store's copy, fetched
         return pd.DataFrame({c: pd.Series(dtype=object) for c in HISTORY_COLUMNS})
     return pd.read_parquet(path)
 
@@ -65,6 +66,7 @@ def append_history(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     merged = merged.sort_values(["made_at", "time", "step"], kind="stable").reset_index(drop=True)
     with artifacts.atomic_path(Path(path)) as tmp:
         merged.to_parquet(tmp, index=False)
+    artifacts.store().put(Path(path))  # one PUT: the store has the old or the new file whole
     return merged
 
 

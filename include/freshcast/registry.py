@@ -9,11 +9,15 @@ Layout under `<root>/<pipeline>/registry/`:
 
 Every change is made so that a crash at any point leaves the registry readable and the champion
 unchanged or fully changed:
-- a bundle is assembled in `versions/.tmp-*` and renamed onto `vNNNN` when complete (one atomic
-  rename); a folder without a manifest or a temporary folder is never listed;
-- the pointer is replaced atomically (temp file + rename) and carries its own event, so an event
-  lost to a crash between the pointer and the history is written back on the next read;
-- changes run under a file lock, so a training run and a rollback never interleave.
+- a bundle is assembled in `versions/.tmp-*` of the working copy and renamed onto `vNNNN` when
+  complete; in a store with a URL root it is then published, its manifest last (see
+  `artifacts.Store`). A version without a manifest, or a temporary folder, is never listed;
+- the pointer is replaced whole (temp file + rename; one PUT in an object store) and carries its
+  own event, so an event lost to a crash between the pointer and the history is written back on
+  the next change;
+- changes run under a file lock, so a training run and a rollback on one machine never
+  interleave; across machines the DAGs run `promote` and `rollback` in the one-slot Airflow pool
+  `registry`.
 
 This module never imports TensorFlow: loading and checking a model happens in `serving`, which
 callers pass in as `verify`.
@@ -77,7 +81,8 @@ class Registry:
 
     def __init__(self, pipeline: str, *, root: Path | None = None) -> None:
         self.pipeline = pipeline
-        self.dir = (root or artifacts.artifact_root()) / pipeline / "registry"
+        self.store = artifacts.store() if root is None else artifacts.Store(root)
+        self.dir = self.store.local / pipeline / "registry"
         self.versions_dir = self.dir / "versions"
         self.history_dir = self.dir / "history"
 
@@ -85,13 +90,10 @@ class Registry:
 
     def versions(self) -> list[int]:
         """Complete versions (bundle renamed into place, manifest present), oldest first."""
-        if not self.versions_dir.exists():
-            return []
         found = []
-        for path in self.versions_dir.iterdir():
-            name = path.name
+        for name in self.store.names(self.versions_dir):
             if name.startswith(_VERSION_PREFIX) and name[1:].isdigit():
-                if (path / artifacts.MANIFEST).exists():
+                if self.store.published(self.versions_dir / name):
                     found.append(int(name[1:]))
         return sorted(found)
 
@@ -107,22 +109,32 @@ class Registry:
                 f"`python -m freshcast.registry show {self.pipeline}`."
             )
         folder = self.bundle_dir(version)
-        read_manifest(folder, verify=verify)
+        read_manifest(folder, verify=verify)  # fetched from the store first
         return read_json(folder / "bundle.json")
+
+    def meta(self, version: int) -> dict[str, Any]:
+        """A listed version's `bundle.json` alone (no model download, no checks)."""
+        path = self.bundle_dir(version) / "bundle.json"
+        self.store.get(path)
+        return read_json(path)
 
     def champion(self) -> dict[str, Any] | None:
         """The pointer (version, since, event) or None before the first promotion."""
         path = self.dir / POINTER
-        return read_json(path) if path.exists() else None
+        return read_json(path) if self.store.get(path) else None
 
     def history(self) -> list[dict[str, Any]]:
         """Every event, oldest first; the champion's own event is included even if a crash lost
         its history file."""
         events = {}
-        if self.history_dir.exists():
-            for path in self.history_dir.glob("[0-9]*.json"):
-                event = read_json(path)
-                events[event["seq"]] = event
+        for name in self.store.names(self.history_dir):
+            if not (name.endswith(".json") and name[:-5].isdigit()):
+                continue
+            path = self.history_dir / name
+            if not path.exists():  # an event never changes once written
+                self.store.get(path)
+            event = read_json(path)
+            events[event["seq"]] = event
         pointer = self.champion()
         if pointer and pointer["event"]["seq"] not in events:
             events[pointer["event"]["seq"]] = pointer["event"]
@@ -148,7 +160,7 @@ class Registry:
 
     def active_replay(self) -> dict[str, Any] | None:
         """The replay in progress (see `start_replay`), or None; an expired marker is ignored."""
-        if not self.replay_marker.exists():
+        if not self.store.get(self.replay_marker):
             return None
         marker = read_json(self.replay_marker)
         if datetime.fromisoformat(marker["expires"]) < datetime.now(UTC):
@@ -163,16 +175,21 @@ class Registry:
         expires = datetime.now(UTC) + timedelta(hours=hours)
         marker = {"start": start, "end": end, "at": now(), "expires": expires.isoformat()}
         write_json(self.replay_marker, marker)
+        self.store.put(self.replay_marker)
         return marker
 
     def end_replay(self) -> None:
-        self.replay_marker.unlink(missing_ok=True)
+        self.store.remove(self.replay_marker)
 
     # ------------------------------------------------------------------------------- changing
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the registry's lock (a POSIX file lock; blocks until free)."""
+        """Hold the registry's lock (a POSIX file lock in the working copy; blocks until free).
+
+        It serialises the processes of one machine. Across machines the DAGs run every change
+        (promote, rollback) in the one-slot Airflow pool `registry`.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -201,7 +218,7 @@ class Registry:
         A run that already added a version (a retried task) gets that version back.
         """
         for version in reversed(self.versions()):
-            if read_json(self.bundle_dir(version) / "bundle.json")["lineage"]["run_id"] == run_id:
+            if self.meta(version)["lineage"]["run_id"] == run_id:
                 return version
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = max(self.versions() + self._all_version_numbers(), default=0) + 1
@@ -221,6 +238,7 @@ class Registry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self.store.publish(self.bundle_dir(version))  # a URL root: files first, manifest last
         return version
 
     def set_champion(self, version: int, *, event: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +257,7 @@ class Registry:
             "event": event,
         }
         write_json(self.dir / POINTER, pointer)
+        self.store.put(self.dir / POINTER)
         self._write_event(event)
         return pointer
 
@@ -249,7 +268,7 @@ class Registry:
         versions = self.versions()
         doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != champion]
         for version in doomed:
-            shutil.rmtree(self.bundle_dir(version))
+            self.store.remove(self.bundle_dir(version))
         for tmp in self.versions_dir.glob(".tmp-*") if self.versions_dir.exists() else ():
             shutil.rmtree(tmp, ignore_errors=True)
         return doomed
@@ -258,22 +277,24 @@ class Registry:
 
     def _all_version_numbers(self) -> list[int]:
         """Numbers of every version folder, complete or not, so a number is never reused."""
+        local = [p.name for p in self.versions_dir.iterdir()] if self.versions_dir.is_dir() else []
         return [
-            int(p.name[1:])
-            for p in self.versions_dir.iterdir()
-            if p.name.startswith(_VERSION_PREFIX) and p.name[1:].isdigit()
+            int(name[1:])
+            for name in {*local, *self.store.names(self.versions_dir)}
+            if name.startswith(_VERSION_PREFIX) and name[1:].isdigit()
         ]
 
     def _next_seq(self) -> int:
         return max((e["seq"] for e in self.history()), default=0) + 1
 
     def _write_event(self, event: dict[str, Any]) -> None:
-        write_json(self.history_dir / f"{event['seq']:06d}.json", event)
+        path = write_json(self.history_dir / f"{event['seq']:06d}.json", event)
+        self.store.put(path)
 
     def _repair(self) -> None:
         """Write the champion's event to the history if a crash lost it."""
         pointer = self.champion()
-        if pointer and not (self.history_dir / f"{pointer['event']['seq']:06d}.json").exists():
+        if pointer and not self.store.get(self.history_dir / f"{pointer['event']['seq']:06d}.json"):
             self._write_event(pointer["event"])
 
 
@@ -309,7 +330,13 @@ def verify_in_fresh_process(bundle_dir: Path, *, timeout: float = 600) -> dict[s
     Raises:
         RegistryError: with the child's error when it cannot load or predicts differently.
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        # The bundle is in this process's working copy already; the child reads it there and
+        # needs no credentials for a URL store (the DAGs get those from an Airflow connection).
+        artifacts.ARTIFACT_ROOT_ENV: str(artifacts.artifact_root()),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "freshcast.serving", "verify", str(bundle_dir)],
         capture_output=True,
@@ -335,14 +362,14 @@ def verify_in_fresh_process(bundle_dir: Path, *, timeout: float = 600) -> dict[s
 def describe(registry: Registry) -> str:
     """Versions, champion and history as text, for `python -m freshcast.registry show`."""
     pointer = registry.champion()
-    lines = [f"registry of {registry.pipeline}: {registry.dir}"]
+    lines = [f"registry of {registry.pipeline}: {registry.store.where(registry.dir)}"]
     lines.append(
         f"champion: v{pointer['version']} since {pointer['since']}" if pointer else "champion: none"
     )
     lines.append("versions:")
     for version in registry.versions():
         try:
-            meta = read_json(registry.bundle_dir(version) / "bundle.json")
+            meta = registry.meta(version)
         except ArtifactError:
             continue
         mark = "*" if pointer and pointer["version"] == version else " "

@@ -123,7 +123,7 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
         )
         log.info("ingested %d rows from %s up to %s", len(frame), source_location(spec), cutoff)
     return {
-        "run_dir": str(run),
+        "run_dir": artifacts.where(run),
         "rows": len(frame),
         "snapshot_sha256": read_json(manifest)["outputs"]["snapshot"]["sha256"],
         **fingerprint,
@@ -133,7 +133,7 @@ def ingest(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> di
 @_timed
 def validate(run_dir: str | Path) -> dict[str, Any]:
     """Check the snapshot and store the series on its regular grid, gaps filled per the spec."""
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     ingested = read_manifest(run / "ingest")  # checks every output's sha256 once
     raw = pd.read_parquet(ingested["outputs"]["snapshot"]["path"])
@@ -148,13 +148,13 @@ def validate(run_dir: str | Path) -> dict[str, Any]:
             params={"report": vars(report)},
             shapes={"series": list(frame.shape)},
         )
-    return {"run_dir": str(run), **vars(report)}
+    return {"run_dir": artifacts.where(run), **vars(report)}
 
 
 @_timed
 def split_scale(run_dir: str | Path) -> dict[str, Any]:
     """Split chronologically, fit the scaler on the training rows only, scale the whole series."""
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     frame = load_series(run)
     train, val, test = spec.split.sizes(len(frame))
@@ -186,7 +186,7 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
             shapes={"scaled": list(scaled.shape)},
         )
     return {
-        "run_dir": str(run),
+        "run_dir": artifacts.where(run),
         "splits": {k: v["rows"] for k, v in splits.items()},
         "scaled_shape": list(scaled.shape),
     }
@@ -195,7 +195,7 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
 @_timed
 def window(run_dir: str | Path) -> dict[str, Any]:
     """Lay out the windows of each split as views and check that no target leaves its split."""
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     splits = read_json(output_path(run / "split_scale", "splits"))
     scaled = np.load(output_path(run / "split_scale", "scaled"), mmap_mode="r", allow_pickle=False)
@@ -235,7 +235,7 @@ def window(run_dir: str | Path) -> dict[str, Any]:
             params={"timesteps": spec.window, "horizon": spec.horizon},
             shapes=shapes,
         )
-    return {"run_dir": str(run), "shapes": shapes}
+    return {"run_dir": artifacts.where(run), "shapes": shapes}
 
 
 @_timed
@@ -244,7 +244,7 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
     from freshcast.models import build_model
     from freshcast.training import describe_model, fit
 
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     mspec = spec.model(model_name)
     windows, layout = load_windows(run)
@@ -301,7 +301,7 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
     return {
         "model": model_name,
         "type": mspec.type,
-        "path": str(model_path),
+        "path": artifacts.where(model_path),
         "sha256": read_json(manifest)["outputs"]["model"]["sha256"],
         "epochs_run": len(val_loss),
         "best_epoch": best + 1,
@@ -316,7 +316,7 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     from freshcast.models import load_model
     from freshcast.training import predict
 
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     trained = [t for t in trained if t]  # skipped mapped tasks leave no result
     if not trained:
@@ -335,7 +335,8 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
 
     forecasts: dict[str, tuple[str, np.ndarray]] = {}
     for result in sorted(trained, key=lambda t: t["model"]):
-        model = load_model(Path(result["path"]), sha256=result["sha256"])
+        path = output_path(run / "train" / result["model"], "model", verify=False)  # fetched
+        model = load_model(path, sha256=result["sha256"])
         forecasts[result["model"]] = (
             "model",
             to_units(predict(model, windows["test"], batch_size=256)),
@@ -392,13 +393,13 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         write_manifest(
             out,
             step="evaluate",
-            inputs={t["model"]: Path(t["path"]) for t in trained},
+            inputs={t["model"]: artifacts.local(t["path"]) for t in trained},
             outputs=outputs,
             params={"metric": spec.metric, "season_length": spec.season_length},
             shapes={"test": [len(target_rows), horizon]},
         )
     return {
-        "run_dir": str(run),
+        "run_dir": artifacts.where(run),
         "metric": spec.metric,
         "best": board[0]["name"],
         "leaderboard": board,
@@ -411,7 +412,7 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     """Draw the loss curves, the forecasts and the leaderboard, tied together in one HTML page."""
     from freshcast.report import write_report
 
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     board = read_json(output_path(run / "evaluate", "leaderboard"))
     predictions = pd.read_parquet(output_path(run / "evaluate", "predictions"))
@@ -420,7 +421,7 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
         if row["kind"] == "model":
             histories[row["name"]] = read_json(output_path(run / "train" / row["name"], "history"))
     decision, promoted = None, None
-    if (run / "gate" / artifacts.MANIFEST).exists():  # absent when the gate did not run
+    if artifacts.store().published(run / "gate"):  # absent when the gate did not run
         decision = read_json(output_path(run / "gate", "decision"))
         event = Registry(spec.name).find_event(run_id=run_id, kinds=("promoted",))
         promoted = event["version"] if event else None
@@ -444,8 +445,8 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             outputs={k: Path(v) for k, v in files.items()},
         )
     return {
-        "run_dir": str(run),
-        "html": str(files["html"]),
+        "run_dir": artifacts.where(run),
+        "html": artifacts.where(files["html"]),
         "best": board[0]["name"],
         "promoted": promoted,
     }
@@ -478,7 +479,7 @@ def data_changed(
     Returns:
         {"changed": bool, "reason": str, ...}; `changed` False means skip training.
     """
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     mine = fingerprint(run)
     registry = Registry(spec.name)
@@ -530,7 +531,7 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     from freshcast.models import load_model
     from freshcast.serving import forecast_rows, incompatibility, load_bundle
 
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     metrics = read_json(output_path(run / "evaluate", "metrics"))
     board = read_json(output_path(run / "evaluate", "leaderboard"))
@@ -602,7 +603,7 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     for reason in decision["reasons"]:
         log.info("gate: %s", reason)
     return {
-        "run_dir": str(run),
+        "run_dir": artifacts.where(run),
         "promote": decision["promote"],
         "candidate": decision["candidate"],
         "champion": decision["current_champion"],
@@ -639,7 +640,7 @@ def promote(
     from freshcast.registry import git_commit, verify_in_fresh_process
 
     verify = verify or verify_in_fresh_process
-    run = Path(run_dir)
+    run = artifacts.local(run_dir)
     spec = run_spec(run)
     decision = read_json(output_path(run / "gate", "decision"))
     if not decision["promote"]:
@@ -697,7 +698,7 @@ def promote(
             "gate": _event_decision(decision),
             "lineage": {
                 "run_id": run_id,
-                "run_dir": str(run),
+                "run_dir": artifacts.where(run),
                 **decision["fingerprint"],
                 "snapshot_sha256": read_manifest(run / "ingest", verify=False)["outputs"][
                     "snapshot"
@@ -819,7 +820,7 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
         append_history(history_path(spec.name), rows)
     log.info("v%d forecasts %s: %s", bundle.version, bundle.target, predicted.round(4).tolist())
     return {
-        "forecast_dir": str(out_dir),
+        "forecast_dir": artifacts.where(out_dir),
         "version": bundle.version,
         "origin": frame.index[-1].isoformat(),
         "forecast": {t.isoformat(): float(v) for t, v in zip(grid[1:], predicted, strict=True)},
@@ -837,8 +838,9 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     )
     from freshcast.report import write_forecast_report
 
-    out_root = Path(forecast_dir).parent
-    made = read_manifest(Path(forecast_dir))
+    forecast_dir = artifacts.local(forecast_dir)
+    out_root = forecast_dir.parent
+    made = read_manifest(forecast_dir)
     latest = pd.read_parquet(made["outputs"]["forecast_parquet"]["path"]).reset_index()
     actuals = pd.read_parquet(made["outputs"]["actuals"]["path"]).iloc[:, 0]
     pipeline = out_root.parent.parent.name
@@ -864,7 +866,7 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
         )
         write_manifest(out, step="score_forecasts", outputs={**outputs, **files})
     return {
-        "html": str(out / "index.html"),
+        "html": artifacts.where(out / "index.html"),
         "scored_steps": int(scored["actual"].notna().sum()),
         "by_version": by_version[["model_version", "scored_steps", "mae"]].to_dict("records"),
     }

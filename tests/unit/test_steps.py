@@ -125,11 +125,11 @@ def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None)
         return changed
     for step in (steps.validate, steps.split_scale, steps.window):
         step(run)
-    trained = [steps.train(run, m) for m in steps.run_spec(Path(run)).model_names]
+    trained = [steps.train(run, m) for m in steps.run_spec(artifacts.local(run)).model_names]
     steps.evaluate(run, trained)
     decided = steps.gate(run, run_id=run_id)
     if tamper:
-        tamper(Path(run))
+        tamper(artifacts.local(run))
     if decided["promote"]:
         decided["promoted"] = steps.promote(run, run_id=run_id, verify=verify)
     decided["report"] = steps.report(run, run_id=run_id)
@@ -303,3 +303,52 @@ def test_runs_outside_a_replay_skip_while_it_is_on(spec_file):
     assert steps.data_changed(run, replay=True)["changed"] is True
     registry.end_replay()
     assert steps.data_changed(run)["changed"] is True
+
+
+@pytest.mark.slow
+def test_every_step_on_its_own_worker_through_an_s3_store(tmp_path, monkeypatch, s3_root):
+    """The training and forecast steps over `s3://` (a real S3 protocol server on loopback),
+    each step on a new worker with an empty working copy: all it reads comes from the store."""
+    import boto3
+
+    spec_file, _ = serving_spec(tmp_path, monkeypatch)
+    monkeypatch.setenv(artifacts.ARTIFACT_ROOT_ENV, s3_root)
+    workers = iter(range(100))
+
+    def on_a_new_worker(step):
+        def run(*args, **kwargs):
+            monkeypatch.setenv(artifacts.CACHE_DIR_ENV, str(tmp_path / f"worker-{next(workers)}"))
+            return step(*args, **kwargs)
+
+        return run
+
+    for name in ("ingest", "data_changed", "validate", "split_scale", "window", "train"):
+        monkeypatch.setattr(steps, name, on_a_new_worker(getattr(steps, name)))
+    for name in ("evaluate", "gate", "promote", "report", "forecast", "score_forecasts"):
+        monkeypatch.setattr(steps, name, on_a_new_worker(getattr(steps, name)))
+
+    from freshcast.registry import verify_in_fresh_process
+
+    decided = train_run(spec_file, "run1", verify=verify_in_fresh_process)  # the real child
+    assert decided["promote"] and decided["promoted"]["version"] == 1
+    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    scored = steps.score_forecasts(made["forecast_dir"], run_id="f1")
+    assert made["version"] == 1 and scored["scored_steps"] == 0
+    assert train_run(spec_file, "run2")["changed"] is False  # the fingerprint is in the store
+
+    bucket, prefix = s3_root.removeprefix("s3://").split("/", 1)
+    keys = {
+        o["Key"].removeprefix(prefix + "/")
+        for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    }
+    model = steps.run_spec(artifacts.local(decided["run_dir"])).model_names[0]
+    for step in ("ingest", "validate", "split_scale", "window", f"train/{model}", "evaluate"):
+        assert f"tiny/runs/run1/{step}/manifest.json" in keys
+    assert {"tiny/runs/run1/gate/manifest.json", "tiny/runs/run1/report/manifest.json"} <= keys
+    assert decided["run_dir"] == f"{s3_root}/tiny/runs/run1"  # XCom names the store
+    assert "tiny/registry/champion.json" in keys
+    assert "tiny/registry/versions/v0001/model.keras" in keys
+    assert "tiny/forecasts/history.parquet" in keys
+    assert "tiny/forecasts/runs/f1/score/index.html" in keys
+    assert not any("train_work" in k or "/." in k for k in keys)  # scratch and temp files stay
