@@ -29,6 +29,29 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from freshcast.spec import PipelineSpec, load_valid_specs
 
 TRAINING_POOL = "training"
+# One slot: promote and rollback change a registry one at a time, across every worker.
+REGISTRY_POOL = "registry"
+STORAGE_CONN_ENV = "FRESHCAST_STORAGE_CONN_ID"
+
+
+def _steps():
+    """The `freshcast.steps` module, with the artifact store set up for this task process.
+
+    A URL artifact root (`s3://...`) is reached through Airflow's ObjectStoragePath, so its
+    credentials and endpoint come from the Airflow connection named by FRESHCAST_STORAGE_CONN_ID
+    (none: the filesystem's own defaults, e.g. the AWS environment variables).
+    """
+    import os
+
+    from freshcast import artifacts, steps
+
+    root = os.environ.get(artifacts.ARTIFACT_ROOT_ENV, "")
+    if artifacts.is_url(root):
+        from airflow.sdk import ObjectStoragePath
+
+        path = ObjectStoragePath(root, conn_id=os.environ.get(STORAGE_CONN_ENV) or None)
+        artifacts.use_store(root, fs=path.fs)
+    return steps
 
 
 def _cutoff(context: Any):
@@ -168,7 +191,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
         @task(outlets=[dataset])
         def ingest() -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             context = get_current_context()
             with _no_retry_on_bad_input():
@@ -180,7 +203,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
         @task.short_circuit
         def data_changed(ingested: dict[str, Any]) -> bool:
-            from freshcast import steps
+            steps = _steps()
 
             params = get_current_context()["params"]
             return steps.data_changed(
@@ -189,20 +212,20 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             with _no_retry_on_bad_input():
                 return steps.validate(ingested["run_dir"])
 
         @task
         def split_scale(validated: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             return steps.split_scale(validated["run_dir"])
 
         @task
         def window(scaled: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             return steps.window(scaled["run_dir"])
 
@@ -213,7 +236,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             execution_timeout=timedelta(hours=2),
         )
         def train(windowed: dict[str, Any], model_name: str) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             params = get_current_context()["params"]
             if model_name not in params["models"]:
@@ -222,20 +245,20 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
         @task(trigger_rule="none_failed_min_one_success", execution_timeout=timedelta(minutes=30))
         def evaluate(windowed: dict[str, Any], trained: list[dict[str, Any]]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             return steps.evaluate(windowed["run_dir"], trained)
 
         @task(execution_timeout=timedelta(minutes=30))
         def gate(evaluated: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             return steps.gate(evaluated["run_dir"], run_id=get_current_context()["run_id"])
 
         @task.run_if(_promoting, skip_message="the gate refused the candidate; the champion stays")
-        @task(outlets=[champion])
+        @task(outlets=[champion], pool=REGISTRY_POOL)
         def promote(decided: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             context = get_current_context()
             with _no_retry_on_bad_input():  # a bundle that fails its check stays failed
@@ -247,7 +270,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
         @task(trigger_rule="none_failed")
         def report(decided: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             return steps.report(decided["run_dir"], run_id=get_current_context()["run_id"])
 
@@ -291,7 +314,7 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
     def forecasting():
         @task
         def forecast() -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             context = get_current_context()
             try:
@@ -304,7 +327,7 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
 
         @task
         def score_forecasts(made: dict[str, Any]) -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             return steps.score_forecasts(
                 made["forecast_dir"], run_id=get_current_context()["run_id"]
@@ -341,9 +364,9 @@ champion pointer moves; the change is recorded in the registry history and trigg
         },
     )
     def rolling_back():
-        @task(outlets=[champion])
+        @task(outlets=[champion], pool=REGISTRY_POOL)
         def rollback() -> dict[str, Any]:
-            from freshcast import steps
+            steps = _steps()
 
             context = get_current_context()
             params = context["params"]

@@ -190,8 +190,16 @@ def start_component(af: Airflow, component: str, *, env: dict[str, str] | None =
     return _spawn(af, component, args, env=env)
 
 
-def start_worker(af: Airflow, name: str, *, queues: list[str], concurrency: int = 2) -> int:
-    """A Celery worker `name` serving `queues`, as component `worker-<name>`.
+def start_worker(
+    af: Airflow,
+    name: str,
+    *,
+    queues: list[str],
+    concurrency: int = 2,
+    env: dict[str, str] | None = None,
+) -> int:
+    """A Celery worker `name` serving `queues`, as component `worker-<name>`; `env` adds to
+    its environment (say, its own FRESHCAST_CACHE_DIR).
 
     Its log server is off (`--skip-serve-logs`, it would bind every interface): on one machine
     the api-server reads task logs from disk.
@@ -208,6 +216,7 @@ def start_worker(af: Airflow, name: str, *, queues: list[str], concurrency: int 
         "--skip-serve-logs",
     ]
     env = {
+        **(env or {}),
         WORKER_NAME_ENV: name,
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "freshcast.localrun.worker_hostname",
     }
@@ -323,8 +332,12 @@ def up(
     say(f"Airflow is up at {af.url}")
 
 
+# The DAGs' promote and rollback tasks change a registry one at a time, on any worker.
+REGISTRY_POOL_SLOTS = {"registry": 1}
+
+
 def _set_pools(af: Airflow, pools: dict[str, int]) -> None:
-    for name, slots in pools.items():
+    for name, slots in {**REGISTRY_POOL_SLOTS, **pools}.items():
         airflow_cli(af, "pools", "set", name, str(slots), f"freshcast {name} slots")
 
 

@@ -68,6 +68,9 @@ def test_training_dag_shape(bundled, pipeline):
     assert dag.get_task("train").pool == "training"
     assert dag.get_task("train").queue == "training"  # the spec's training_queue (default)
     assert dag.get_task("evaluate").queue == "default"
+    # Registry changes go one at a time through a one-slot pool, on whatever worker.
+    assert dag.get_task("promote").pool == "registry"
+    assert bundled.dags[f"rollback_{pipeline}"].get_task("rollback").pool == "registry"
     assert set(dag.params.keys()) == {"epochs", "models", "force", "replay"}
 
 

@@ -5,10 +5,12 @@ has a healthcheck on every service, publishes nothing beyond 127.0.0.1 and holds
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 from importlib import resources
 
 import pytest
@@ -71,6 +73,7 @@ def test_the_official_shape(compose):
     )
     init = services["airflow-init"]["command"][-1]
     assert "airflow db migrate" in init and "pools set training" in init
+    assert "pools set registry 1" in init  # promote and rollback, one at a time
     assert "AIRFLOW_ADMIN_PASSWORD" in init  # the admin's password comes from .env
 
 
@@ -129,6 +132,9 @@ def test_no_secret_has_a_literal_value(compose):
             assert REFERENCE.match(password), f"{where} has a literal password in a URL"
         for auth in re.findall(r"--basic-auth\s+\"?[^:\s]+:(\$\{[^}]*\}|[^\"\s]+)", value):
             assert REFERENCE.match(auth), f"{where} has a literal basic-auth password"
+        # Airflow connections as JSON: their password fields too.
+        for password in re.findall(r'"password":\s*"([^"]*)"', value):
+            assert REFERENCE.match(password), f"{where} has a literal connection password"
 
 
 def test_every_required_variable_comes_from_make_env(compose, tmp_path):
@@ -189,3 +195,40 @@ def test_docker_compose_config_accepts_it(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_init_creates_the_bucket_of_an_s3_artifact_root(compose, s3_endpoint, monkeypatch):
+    """The init service's bucket step, run as compose would run it, against a real S3 protocol
+    server on loopback, with the MinIO connection that compose defines (its endpoint moved)."""
+    import boto3
+
+    init = compose["services"]["airflow-init"]["command"][-1]
+    snippet = re.search(r"python -c '\n(.*?)\n' && break", init, re.DOTALL).group(1)
+    template = compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_FRESHCAST_MINIO"]
+    connection = json.loads(
+        template.replace("${MINIO_ROOT_USER:?run make env}", "freshcast")
+        .replace("${MINIO_ROOT_PASSWORD:?run make env}", "not-a-real-secret")
+        .replace("http://minio:9000", s3_endpoint)
+    )
+    env = {
+        "AIRFLOW_CONN_FRESHCAST_MINIO": json.dumps(connection),
+        "FRESHCAST_STORAGE_CONN_ID": "freshcast_minio",
+        "FRESHCAST_ARTIFACT_ROOT": "s3://freshcast-init-test/artifacts",
+    }
+    for _ in range(2):  # a second `up` finds the bucket there
+        done = subprocess.run(
+            [sys.executable, "-c", snippet],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="freshcast",
+        aws_secret_access_key="not-a-real-secret",
+        region_name="us-east-1",
+    )
+    assert "freshcast-init-test" in {b["Name"] for b in client.list_buckets()["Buckets"]}

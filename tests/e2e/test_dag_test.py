@@ -184,3 +184,48 @@ def test_retraining_from_a_landing_folder_gates_skips_forecasts_and_rolls_back(
     # An unknown version fails the rollback and leaves the champion alone.
     bad = run_dag({"version": 9}, "rollback_tiny")
     assert bad.state == "failed" and registry.champion()["version"] == 1
+
+
+def test_the_dags_keep_their_artifacts_in_s3_through_an_airflow_connection(
+    airflow_db, tiny, s3_root, tmp_path, monkeypatch
+):
+    """FRESHCAST_ARTIFACT_ROOT=s3://...: the tasks reach the store through ObjectStoragePath
+    with the credentials and endpoint of an Airflow connection (none in the environment)."""
+    import os
+
+    import boto3
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    connection = {
+        "conn_type": "aws",
+        "login": key,
+        "password": secret,
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FRESHCAST_S3", json.dumps(connection))
+    monkeypatch.setenv("FRESHCAST_STORAGE_CONN_ID", "freshcast_s3")
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", s3_root)
+    monkeypatch.setenv("FRESHCAST_CACHE_DIR", str(tmp_path / "cache"))
+
+    dag_run = run_dag({"epochs": 1})
+    assert dag_run.state == "success", states(dag_run)
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret
+    )
+    bucket, prefix = s3_root.removeprefix("s3://").split("/", 1)
+    keys = {
+        o["Key"].removeprefix(f"{prefix}/tiny/")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    }
+    from freshcast.artifacts import safe_run_id
+
+    run = f"runs/{safe_run_id(dag_run.run_id)}"
+    for step in (*STEPS, "train/lstm", "train/gru", "gate"):
+        assert f"{run}/{step}/manifest.json" in keys, sorted(keys)
+    assert any(k.startswith("registry/history/") for k in keys)  # the gate's decision
+    ingest = dag_run.get_task_instance("ingest").xcom_pull(task_ids="ingest")
+    assert ingest["run_dir"] == f"{s3_root}/tiny/{run}"  # XCom names the store, not a disk

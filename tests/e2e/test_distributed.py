@@ -7,6 +7,7 @@ Without PostgreSQL or Redis these tests skip on a user's machine and fail in CI 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from freshcast import localrun
+from freshcast import artifacts, localrun
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import LEARNING_MODELS, lagged_series, write_tiny_pipeline
 
@@ -99,13 +100,31 @@ def _task_hosts(client, dag_id, run_id):
     }
 
 
-def test_celery_run_spreads_tasks_over_two_workers(celery_airflow, tiny):
+def test_celery_run_spreads_tasks_over_two_workers(
+    celery_airflow, tiny, s3_root, tmp_path, monkeypatch
+):
+    """Two workers that share nothing but the object store: artifacts on `s3://` (a real S3
+    protocol server on loopback, reached through an Airflow connection), each worker with its
+    own working copy."""
     af = celery_airflow
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    connection = {
+        "conn_type": "aws",
+        "login": os.environ["AWS_ACCESS_KEY_ID"],
+        "password": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FRESHCAST_S3", json.dumps(connection))
+    monkeypatch.setenv("FRESHCAST_STORAGE_CONN_ID", "freshcast_s3")
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", s3_root)
+    caches = {name: tmp_path / f"cache-{name}" for name in ("w-train", "w-default")}
     started = time.monotonic()
     localrun.up(af, pools={"training": 2}, say=lambda _: None)
     # Only w-train serves the spec's training queue (`training_queue`, default "training").
-    localrun.start_worker(af, "w-train", queues=["training"])
-    localrun.start_worker(af, "w-default", queues=["default"])
+    for name, queues in (("w-train", ["training"]), ("w-default", ["default"])):
+        localrun.start_worker(
+            af, name, queues=queues, env={"FRESHCAST_CACHE_DIR": str(caches[name])}
+        )
     lines: list[str] = []
     code = localrun.run_pipeline(
         af, "tiny", conf={"epochs": 2}, pools={"training": 2}, say=lines.append
@@ -127,13 +146,24 @@ def test_celery_run_spreads_tasks_over_two_workers(celery_airflow, tiny):
         if state == "success":
             per_worker[host] = per_worker.get(host, 0) + 1
     print(f"\ndistributed run: {elapsed:.0f}s from start, tasks per worker: {per_worker}")
-    # Artifacts are where the spec's store says, written by both workers.
-    run_dir = tiny["artifacts"] / "tiny" / "runs"
-    (folder,) = list(run_dir.iterdir())
-    for step in ("ingest", "validate", "window", "evaluate", "gate", "report"):
-        assert (folder / step / "manifest.json").exists(), step
-    assert (folder / "train" / "lstm" / "model.keras").exists()
-    assert (tiny["artifacts"] / "tiny" / "registry" / "champion.json").exists()
+    # Artifacts are where FRESHCAST_ARTIFACT_ROOT says: in the bucket, written by both workers.
+    import boto3
+
+    bucket, prefix = s3_root.removeprefix("s3://").split("/", 1)
+    keys = {
+        o["Key"].removeprefix(f"{prefix}/tiny/")
+        for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    }
+    folder = f"runs/{artifacts.safe_run_id(run['dag_run_id'])}"
+    for step in ("ingest", "validate", "window", "train/lstm", "evaluate", "gate", "report"):
+        assert f"{folder}/{step}/manifest.json" in keys, sorted(keys)
+    assert {"registry/champion.json", "registry/versions/v0001/manifest.json"} <= keys
+    assert any(k.startswith("forecasts/runs/") for k in keys)
+    # The training worker's own copy never held the evaluation, which w-default wrote.
+    assert not (caches["w-train"] / "tiny" / folder / "evaluate").exists()
+    assert (caches["w-default"] / "tiny" / folder / "train" / "lstm" / "model.keras").exists()
+    assert not tiny["artifacts"].exists()  # nothing fell back to the local default
 
 
 def test_a_killed_worker_costs_a_retry_not_the_run(celery_airflow, tiny):
