@@ -4,6 +4,7 @@
 # make rollback PIPELINE=x VERSION=n : serve version n again (runs the rollback_x DAG).
 # make replay PIPELINE=x START=YYYY-MM-DD END=YYYY-MM-DD : backfill retraining over that stretch.
 # make env   : .env with fresh secrets for `docker compose up` (CeleryExecutor, see README).
+# make bench : the benchmark suite (bench/): a table of figures and goals, bench/results.json.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -20,8 +21,10 @@ VERSION ?=
 REASON ?= manual rollback
 START ?=
 END ?=
+# e.g. BENCH_ARGS='--cases windowing,parse --repeats 5'
+BENCH_ARGS ?=
 
-.PHONY: run stop status registry rollback replay env test lint format install install-dev clean
+.PHONY: run stop status registry rollback replay env test bench lint format install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
@@ -67,6 +70,9 @@ env:
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: install-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -76,4 +82,4 @@ format: install-dev
 	$(BIN)/ruff format .
 
 clean: stop
-	rm -rf $(VENV) .airflow artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) .airflow artifacts .freshcast-cache .pytest_cache .ruff_cache
