@@ -1,5 +1,7 @@
 """Fit a Keras model on batches gathered from window views, with the standard callbacks.
 
+Batches reach the model through tf.data (`window_dataset`), gathered from the views in parallel.
+
 EarlyStopping restores the best weights, ModelCheckpoint keeps the best `.keras` so far, and
 BackupAndRestore lets a retried task resume from its last finished epoch.
 """
@@ -19,32 +21,68 @@ import numpy as np
 from freshcast.windowing import Windows, batch_index
 
 
-class WindowBatches(keras.utils.PyDataset):
-    """Feeds Keras batches gathered from zero-copy window views; reshuffled every epoch."""
+def window_dataset(
+    windows: Windows,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epochs: range = range(1),
+):
+    """A `tf.data.Dataset` of batches gathered from zero-copy window views, for `epochs`.
 
-    def __init__(
-        self, windows: Windows, *, batch_size: int, shuffle: bool, seed: int, first_epoch: int = 0
-    ) -> None:
-        super().__init__()
-        self.windows, self.batch_size, self.shuffle, self.seed = windows, batch_size, shuffle, seed
-        self._epoch = first_epoch  # a resumed fit continues the same sequence of orders
-        self._index = self._plan()
+    Epoch `e` visits every window once in the order `batch_index(..., seed=seed + e)`, so a fit
+    resumed at epoch `e` sees the same batches as one that never stopped. Each batch is copied
+    out of the views by numpy in tf.data's parallel threads (`tf.numpy_function`) and prefetched,
+    so the model never waits for its input: nothing (samples, timesteps, features) is ever
+    materialised beyond the batches in flight, and there is no per-batch Python generator.
 
-    def _plan(self) -> list[np.ndarray]:
-        return batch_index(
-            len(self.windows), self.batch_size, shuffle=self.shuffle, seed=self.seed + self._epoch
-        )
+    Args:
+        windows: x is [samples, timesteps, features], y is [samples, horizon] (views).
+        epochs: the epochs to cover, one after another (`range(first, last)`).
 
-    def __len__(self) -> int:
-        return len(self._index)
+    Returns:
+        Dataset of (x [B, timesteps, features], y [B, horizon]) float32 batches;
+        `len(epochs) * batches_per_epoch(...)` of them.
+    """
+    import tensorflow as tf
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.windows.gather(self._index[i])  # [B, T, F], [B, horizon]
+    samples = len(windows)
+    per_epoch = batches_per_epoch(samples, batch_size)
+    orders: dict[int, list[np.ndarray]] = {}
 
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self._epoch += 1
-            self._index = self._plan()
+    def gather(epoch: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        epoch = int(epoch)
+        if epoch not in orders:  # one epoch's order at a time (batches arrive in order)
+            orders.clear()
+            orders[epoch] = batch_index(samples, batch_size, shuffle=shuffle, seed=seed + epoch)
+        x, y = windows.gather(orders[epoch][int(i)])
+        return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+
+    timesteps, features, horizon = windows.x.shape[1], windows.x.shape[2], windows.y.shape[1]
+
+    def typed(x, y):
+        x.set_shape([None, timesteps, features])
+        y.set_shape([None, horizon])
+        return x, y
+
+    batches = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(
+        lambda epoch: tf.data.Dataset.range(per_epoch).map(lambda i: (epoch, i))
+    )
+    batches = batches.map(
+        lambda epoch, i: typed(
+            *tf.numpy_function(gather, [epoch, i], [tf.float32, tf.float32], stateful=False)
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    # flat_map hides the length; Keras needs it to end an epoch without a warning.
+    batches = batches.apply(tf.data.experimental.assert_cardinality(len(epochs) * per_epoch))
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def batches_per_epoch(samples: int, batch_size: int) -> int:
+    return -(-samples // batch_size)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -114,16 +152,15 @@ def fit(
         keras.callbacks.CSVLogger(str(epoch_log), append=True),
         EpochLog(log, name=model.name, epochs=epochs),
     ]
+    first = len(done.get("epoch", []))  # BackupAndRestore resumes fit at this epoch
     model.fit(
-        WindowBatches(
-            train,
-            batch_size=batch_size,
-            shuffle=True,
-            seed=seed,
-            first_epoch=len(done.get("epoch", [])),
+        window_dataset(
+            train, batch_size=batch_size, shuffle=True, seed=seed, epochs=range(first, epochs)
         ),
-        validation_data=WindowBatches(val, batch_size=batch_size, shuffle=False, seed=seed),
+        steps_per_epoch=batches_per_epoch(len(train), batch_size),
+        validation_data=window_dataset(val, batch_size=batch_size, shuffle=False, seed=seed),
         epochs=epochs,
+        shuffle=False,  # the dataset shuffles, seeded per epoch
         callbacks=callbacks,
         verbose=0,
     )
@@ -142,7 +179,7 @@ def read_epoch_log(path: Path) -> dict[str, list[float]]:
 
 def predict(model: keras.Model, windows: Windows, *, batch_size: int) -> np.ndarray:
     """[samples, horizon] predictions in the scaled units, batches gathered from the views."""
-    batches = WindowBatches(windows, batch_size=batch_size, shuffle=False, seed=0)
+    batches = window_dataset(windows, batch_size=batch_size, shuffle=False, seed=0)
     return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)
 
 

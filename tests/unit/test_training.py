@@ -7,7 +7,13 @@ import pytest
 from freshcast.artifacts import ArtifactError, atomic_path, sha256_file
 from freshcast.models import build_model, load_model
 from freshcast.spec import ModelSpec
-from freshcast.training import WindowBatches, fit, predict, read_epoch_log
+from freshcast.training import (
+    batches_per_epoch,
+    fit,
+    predict,
+    read_epoch_log,
+    window_dataset,
+)
 from freshcast.windowing import Windows, make_windows, split_ranges
 
 pytestmark = pytest.mark.slow
@@ -104,48 +110,90 @@ def test_build_model_same_seed_same_initial_weights():
     )
 
 
-# ---------------------------------------------------------------- WindowBatches
+# ---------------------------------------------------------------- window_dataset
 
 
-def test_window_batches_length_and_content():
+def _batches(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def test_window_dataset_length_and_content():
     train = _windows()["train"]
-    batches = WindowBatches(train, batch_size=16, shuffle=False, seed=0)
-    assert len(batches) == -(-len(train) // 16)
+    batches = _batches(window_dataset(train, batch_size=16, shuffle=False, seed=0))
+    assert len(batches) == batches_per_epoch(len(train), 16) == -(-len(train) // 16)
     x, y = batches[0]
-    assert x.shape == (16, TIMESTEPS, FEATURES)
+    assert x.shape == (16, TIMESTEPS, FEATURES) and x.dtype == np.float32
     assert y.shape == (16, 1)
     np.testing.assert_array_equal(x, train.x[:16])
     np.testing.assert_array_equal(y, train.y[:16])
-    last_x, _ = batches[len(batches) - 1]
-    assert len(last_x) == len(train) - 16 * (len(batches) - 1)
+    assert len(batches[-1][0]) == len(train) - 16 * (len(batches) - 1)
 
 
-def _epoch_order(batches: WindowBatches, windows: Windows) -> np.ndarray:
-    """Which windows an epoch fed, in order, identified by their x rows."""
-    xs = np.concatenate([batches[i][0] for i in range(len(batches))])  # [samples, T, F]
+def _epoch_orders(batches, windows: Windows, per_epoch: int) -> list[np.ndarray]:
+    """Which windows each epoch fed, in order, identified by their x rows."""
     flat = windows.x.reshape(len(windows), -1)
-    return np.array([np.flatnonzero((flat == row.ravel()).all(axis=1))[0] for row in xs])
+    xs = [x for x, _ in batches]
+    orders = []
+    for e in range(0, len(xs), per_epoch):
+        rows = np.concatenate(xs[e : e + per_epoch])
+        orders.append(
+            np.array([np.flatnonzero((flat == row.ravel()).all(axis=1))[0] for row in rows])
+        )
+    return orders
 
 
-def test_window_batches_reshuffle_every_epoch_and_cover_all_samples():
+def test_window_dataset_reshuffles_every_epoch_and_resumes_the_same_order():
     train = _windows()["train"]
-    batches = WindowBatches(train, batch_size=8, shuffle=True, seed=3)
-    first = _epoch_order(batches, train)
-    batches.on_epoch_end()
-    second = _epoch_order(batches, train)
+    per_epoch = batches_per_epoch(len(train), 8)
+    both = _batches(window_dataset(train, batch_size=8, shuffle=True, seed=3, epochs=range(2)))
+    first, second = _epoch_orders(both, train, per_epoch)
     for order in (first, second):
         np.testing.assert_array_equal(np.sort(order), np.arange(len(train)))
     assert not np.array_equal(first, second)
     assert not np.array_equal(first, np.arange(len(train)))
-    replay = WindowBatches(train, batch_size=8, shuffle=True, seed=3)
-    np.testing.assert_array_equal(_epoch_order(replay, train), first)  # seeded
+    again = _batches(window_dataset(train, batch_size=8, shuffle=True, seed=3))
+    np.testing.assert_array_equal(_epoch_orders(again, train, per_epoch)[0], first)  # seeded
+    resumed = _batches(
+        window_dataset(train, batch_size=8, shuffle=True, seed=3, epochs=range(1, 2))
+    )
+    np.testing.assert_array_equal(_epoch_orders(resumed, train, per_epoch)[0], second)
 
 
-def test_window_batches_keep_their_order_without_shuffle():
+def test_window_dataset_keeps_the_order_without_shuffle():
     val = _windows()["val"]
-    batches = WindowBatches(val, batch_size=4, shuffle=False, seed=3)
-    batches.on_epoch_end()
-    np.testing.assert_array_equal(_epoch_order(batches, val), np.arange(len(val)))
+    batches = _batches(window_dataset(val, batch_size=4, shuffle=False, seed=3, epochs=range(2)))
+    per_epoch = batches_per_epoch(len(val), 4)
+    for order in _epoch_orders(batches, val, per_epoch):
+        np.testing.assert_array_equal(order, np.arange(len(val)))
+
+
+def test_fit_reshuffles_between_epochs(tmp_path, monkeypatch):
+    """Keras keeps one iterator over the epochs of the dataset (steps_per_epoch), so epoch 2
+    gets epoch 2's order, not epoch 1's again."""
+    import freshcast.training as training
+
+    seen: list[int] = []
+    real = training.batch_index
+
+    def spy(samples, batch_size, *, shuffle=False, seed=None):
+        if shuffle:
+            seen.append(seed)
+        return real(samples, batch_size, shuffle=shuffle, seed=seed)
+
+    monkeypatch.setattr(training, "batch_index", spy)
+    windows = _windows()
+    fit(
+        _model(),
+        windows["train"],
+        windows["val"],
+        batch_size=16,
+        epochs=3,
+        patience=10,
+        work_dir=tmp_path,
+        seed=5,
+        log=lambda m: None,
+    )
+    assert sorted(set(seen)) == [5, 6, 7]
 
 
 # ---------------------------------------------------------------- fit
