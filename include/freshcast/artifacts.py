@@ -145,15 +145,21 @@ def write_manifest(
     step_dir: Path,
     *,
     step: str,
-    inputs: Mapping[str, Path] | None = None,
+    inputs: Mapping[str, Path | Mapping[str, Any]] | None = None,
     outputs: Mapping[str, Path],
     params: Mapping[str, Any] | None = None,
     shapes: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write `<step_dir>/manifest.json` last: every input and output with its sha256."""
+    """Write `<step_dir>/manifest.json` last: every input and output with its sha256.
+
+    An input is a path (hashed here) or an entry that `recorded` read from its producer's
+    manifest (not hashed again).
+    """
     manifest = {
         "step": step,
-        "inputs": {k: describe(v) for k, v in (inputs or {}).items()},
+        "inputs": {
+            k: dict(v) if isinstance(v, Mapping) else describe(v) for k, v in (inputs or {}).items()
+        },
         # Outputs relative to the step folder: the folder can move (a bundle renamed into the
         # registry, a copied artifact tree, another mount point) and still check out.
         "outputs": {k: describe(v, base=Path(step_dir)) for k, v in outputs.items()},
@@ -211,6 +217,19 @@ def output_path(step_dir: Path, name: str, *, verify: bool = True) -> Path:
         ) from None
     path = Path(entry["path"])
     return verify_file(path, entry["sha256"], what=f"{manifest['step']}.{name}") if verify else path
+
+
+def recorded(step_dir: Path, name: str) -> dict[str, Any]:
+    """Output `name` of a finished step as its manifest records it (path, bytes, sha256),
+    without reading the file: what a consumer lists as its input, since the producer hashed it
+    and the consumer checks it (`output_path`) when it reads the values."""
+    manifest = read_manifest(step_dir, verify=False)
+    try:
+        return dict(manifest["outputs"][name])
+    except KeyError:
+        raise ArtifactError(
+            f"{step_dir}: manifest lists no output {name!r}; it has {sorted(manifest['outputs'])}"
+        ) from None
 
 
 def reset_dir(path: Path) -> Path:

@@ -143,7 +143,7 @@ def validate(run_dir: str | Path) -> dict[str, Any]:
         write_manifest(
             out,
             step="validate",
-            inputs={"snapshot": output_path(run / "ingest", "snapshot", verify=False)},
+            inputs={"snapshot": artifacts.recorded(run / "ingest", "snapshot")},
             outputs={"series": series},
             params={"report": vars(report)},
             shapes={"series": list(frame.shape)},
@@ -180,7 +180,7 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
         write_manifest(
             out,
             step="split_scale",
-            inputs={"series": output_path(run / "validate", "series", verify=False)},
+            inputs={"series": artifacts.recorded(run / "validate", "series")},
             outputs=outputs,
             params={"scaler": spec.scaler, "columns": spec.columns},
             shapes={"scaled": list(scaled.shape)},
@@ -198,7 +198,10 @@ def window(run_dir: str | Path) -> dict[str, Any]:
     run = artifacts.local(run_dir)
     spec = run_spec(run)
     splits = read_json(output_path(run / "split_scale", "splits"))
-    scaled = np.load(output_path(run / "split_scale", "scaled"), mmap_mode="r", allow_pickle=False)
+    # Only the array's shape is read here (a memory map reads the header): its sha256 is checked
+    # by the steps that read its values, so a large series is not hashed for nothing.
+    scaled_path = output_path(run / "split_scale", "scaled", verify=False)
+    scaled = np.load(scaled_path, mmap_mode="r", allow_pickle=False)
     rows = tuple(splits[s]["rows"] for s in SPLITS)
     ranges = split_ranges(rows, timesteps=spec.window, horizon=spec.horizon)
     layout = {
@@ -230,7 +233,7 @@ def window(run_dir: str | Path) -> dict[str, Any]:
         write_manifest(
             out,
             step="window",
-            inputs={"scaled": output_path(run / "split_scale", "scaled", verify=False)},
+            inputs={"scaled": artifacts.recorded(run / "split_scale", "scaled")},
             outputs={"layout": layout_path},
             params={"timesteps": spec.window, "horizon": spec.horizon},
             shapes=shapes,
@@ -286,8 +289,8 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
             out,
             step="train",
             inputs={
-                "scaled": output_path(run / "split_scale", "scaled", verify=False),
-                "layout": output_path(run / "window", "layout", verify=False),
+                "scaled": artifacts.recorded(run / "split_scale", "scaled"),
+                "layout": artifacts.recorded(run / "window", "layout"),
             },
             outputs={"model": model_path, "history": history_path},
             params={
@@ -393,7 +396,9 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         write_manifest(
             out,
             step="evaluate",
-            inputs={t["model"]: artifacts.local(t["path"]) for t in trained},
+            inputs={
+                t["model"]: artifacts.recorded(run / "train" / t["model"], "model") for t in trained
+            },
             outputs=outputs,
             params={"metric": spec.metric, "season_length": spec.season_length},
             shapes={"test": [len(target_rows), horizon]},
@@ -441,7 +446,7 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
         write_manifest(
             out,
             step="report",
-            inputs={"leaderboard": output_path(run / "evaluate", "leaderboard", verify=False)},
+            inputs={"leaderboard": artifacts.recorded(run / "evaluate", "leaderboard")},
             outputs={k: Path(v) for k, v in files.items()},
         )
     return {

@@ -361,3 +361,28 @@ def test_step_output_keeps_a_finished_steps_files(tmp_path):
     with artifacts.step_output(tmp_path / "window") as out:
         (out / "layout.json").write_text("{}")
     assert (tmp_path / "window" / "layout.json").read_text() == "{}"
+
+
+def test_a_recorded_input_is_listed_without_hashing_it_again(tmp_path, monkeypatch):
+    producer, consumer = tmp_path / "split_scale", tmp_path / "window"
+    producer.mkdir()
+    data = producer / "scaled.npy"
+    data.write_bytes(b"x" * 1000)
+    artifacts.write_manifest(producer, step="split_scale", outputs={"scaled": data})
+    entry = artifacts.recorded(producer, "scaled")
+    assert entry == {"path": str(data), "bytes": 1000, "sha256": artifacts.sha256_file(data)}
+
+    def no_hashing(path, **kwargs):
+        raise AssertionError(f"hashed {path} again")
+
+    consumer.mkdir()
+    (consumer / "layout.json").write_text("{}")
+    monkeypatch.setattr(artifacts, "sha256_file", no_hashing)
+    with pytest.raises(AssertionError, match="hashed"):  # a path is hashed ...
+        artifacts.write_manifest(consumer, step="window", inputs={"scaled": data}, outputs={})
+    manifest = artifacts.write_manifest(  # ... a recorded entry is not
+        consumer, step="window", inputs={"scaled": entry}, outputs={}
+    )
+    assert json.loads(manifest.read_text())["inputs"]["scaled"] == entry
+    with pytest.raises(ArtifactError, match="lists no output 'model'"):
+        artifacts.recorded(producer, "model")
