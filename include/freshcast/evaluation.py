@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import Ridge
+from scipy import linalg
 from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
@@ -162,15 +162,26 @@ def seasonal_naive(
 
 
 def ridge_forecast(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, alpha: float = 1.0
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    alpha: float = 1.0,
+    batch_size: int = 32_768,
 ) -> np.ndarray:
-    """A linear baseline: scikit-learn Ridge on flattened input windows.
+    """A linear baseline: ridge regression (with intercept) on flattened input windows.
+
+    The same solution as scikit-learn's `Ridge(alpha)`, computed from the normal equations
+    accumulated over batches gathered from the window views: memory stays at one batch plus a
+    (timesteps * features)^2 matrix, where `Ridge` would need the flattened windows whole (and
+    a centred copy), 4 GB at 2 million rows of 48 x 8 windows.
 
     Args:
         x_train: (samples, timesteps, features) training windows, scaled; views are fine.
         y_train: (samples, horizon) training targets, scaled.
         x_test: (test_samples, timesteps, features) windows to forecast.
         alpha: L2 penalty.
+        batch_size: windows flattened at a time.
 
     Returns:
         (test_samples, horizon) forecasts in `y_train`'s (scaled) units.
@@ -178,8 +189,6 @@ def ridge_forecast(
     Raises:
         ValueError: on mismatched shapes.
     """
-    x_train, x_test = np.asarray(x_train), np.asarray(x_test)
-    y_train = np.asarray(y_train)
     if x_train.ndim != 3 or x_test.ndim != 3 or x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
             "`x_train` and `x_test` must be 3D (samples, timesteps, features) with equal "
@@ -190,10 +199,27 @@ def ridge_forecast(
             f"`y_train` must be (samples, horizon) with {x_train.shape[0]} samples. "
             f"Received: shape={y_train.shape}"
         )
-    # Flattening a strided window view copies it; the baseline's matrices are small enough.
-    model = Ridge(alpha=alpha).fit(x_train.reshape(x_train.shape[0], -1), y_train)
-    predictions = model.predict(x_test.reshape(x_test.shape[0], -1))
-    return predictions.reshape(x_test.shape[0], y_train.shape[1])  # Ridge drops a width-1 axis
+    samples, width = x_train.shape[0], x_train.shape[1] * x_train.shape[2]
+    gram, cross = np.zeros((width, width)), np.zeros((width, y_train.shape[1]))
+    sum_x, sum_y = np.zeros(width), np.zeros(y_train.shape[1])
+    for start in range(0, samples, batch_size):
+        xb = np.asarray(x_train[start : start + batch_size], dtype=np.float64).reshape(-1, width)
+        yb = np.asarray(y_train[start : start + batch_size], dtype=np.float64)
+        gram += xb.T @ xb
+        cross += xb.T @ yb
+        sum_x += xb.sum(axis=0)
+        sum_y += yb.sum(axis=0)
+    mean_x, mean_y = sum_x / samples, sum_y / samples
+    # Centred normal equations: (Xc'Xc + alpha I) w = Xc'yc, the intercept from the means.
+    gram -= samples * np.outer(mean_x, mean_x)
+    gram[np.diag_indices_from(gram)] += alpha
+    coef = linalg.solve(gram, cross - samples * np.outer(mean_x, mean_y), assume_a="pos")
+    intercept = mean_y - mean_x @ coef
+    out = np.empty((x_test.shape[0], y_train.shape[1]))
+    for start in range(0, x_test.shape[0], batch_size):
+        xb = np.asarray(x_test[start : start + batch_size], dtype=np.float64).reshape(-1, width)
+        out[start : start + batch_size] = xb @ coef + intercept
+    return out
 
 
 def leaderboard(scores: Mapping[str, Mapping[str, Any]], *, metric: str) -> list[dict[str, Any]]:

@@ -220,3 +220,21 @@ def test_leaderboard_errors():
         ev.leaderboard(_scores(), metric="r2")
     with pytest.raises(ValueError, match="Received: kind='oracle'"):
         ev.leaderboard({"x": {"kind": "oracle", "mae": 1.0}}, metric="mae")
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_ridge_forecast_is_scikit_learns_ridge_in_batches(horizon):
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    series = rng.random((500, 3))
+    x = np.lib.stride_tricks.sliding_window_view(series, 6, axis=0).transpose(0, 2, 1)[:-horizon]
+    y = np.lib.stride_tricks.sliding_window_view(series[6:, 0], horizon)
+    x_train, y_train, x_test = x[:400], y[:400], x[400:]
+    want = (
+        Ridge(alpha=0.5)
+        .fit(x_train.reshape(400, -1), y_train)
+        .predict(x_test.reshape(len(x_test), -1))
+    )
+    got = ev.ridge_forecast(x_train, y_train, x_test, alpha=0.5, batch_size=37)  # ragged batches
+    np.testing.assert_allclose(got, want.reshape(len(x_test), horizon), rtol=1e-8, atol=1e-10)
