@@ -1,0 +1,430 @@
+"""`make bench` (`python -m bench`): the benchmark suite, its goals, a table and a JSON file.
+
+Every figure is the median over repeats, each measured in a fresh process; every comparison is a
+ratio of two figures measured in this run, on this machine. Cases:
+
+    windowing      the window step at 1e5, 1e6, 1e7 rows x 8 features, 48 timesteps, against a
+                   row-by-row loop (where it fits): time and peak memory
+    feeding        windows/s our input pipeline delivers, against timeseries_dataset_from_array
+    training       samples/s of our train step against plain model.fit on numpy arrays; XLA
+                   and thread settings
+    parse          each DAG file through DagBag against a minimal DAG file; heavy imports
+    orchestration  the bundled pipeline through `airflow dags test` against its steps in one
+                   process, same epochs; each task's wall time split into Airflow and the step
+    scale          2,000,000 rows x 8 features end to end, each step in its own process: peak
+                   memory
+    accuracy       the bundled pipeline's models and baselines: test MAE and MASE
+
+Usage: python -m bench [--cases windowing,feeding,...] [--repeats N] [--out bench/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import PROJECT_ROOT, machine, median_of, probe
+
+TIMESTEPS = 48
+CASES = ("windowing", "feeding", "training", "parse", "orchestration", "scale")
+MINIMAL_DAG = """
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, tags=["bench"])
+def minimal():
+    @task
+    def hello():
+        return 1
+
+    hello()
+
+
+minimal()
+"""
+
+
+class Suite:
+    def __init__(self, *, repeats: int, work: Path, say=print) -> None:
+        self.repeats, self.work, self.say = repeats, work, say
+        self.results: dict[str, Any] = {}
+        self.goals: list[dict[str, Any]] = []
+
+    def goal(self, case: str, what: str, value: float | None, target: str, met: bool | None):
+        self.goals.append(
+            {"case": case, "goal": what, "value": value, "target": target, "met": met}
+        )
+        mark = {True: "met", False: "NOT MET", None: "n/a"}[met]
+        shown = "n/a" if value is None else f"{value:,.3g}"
+        self.say(f"  goal {case}: {what} = {shown} (target {target}): {mark}")
+
+    def measure(self, name: str, keys: tuple[str, ...], **args: Any) -> dict[str, Any]:
+        runs = [probe(name, **args) for _ in range(self.repeats)]
+        return {**runs[-1], **median_of(runs, *keys)}
+
+    # ------------------------------------------------------------------------------ cases
+
+    def windowing(self) -> None:
+        self.say("windowing: the window step against a row-by-row loop (48 timesteps, 8 features)")
+        rows_list = (100_000, 1_000_000, 10_000_000)
+        out = {}
+        for rows in rows_list:
+            root = self.work / f"windows-{rows}"
+            prepared = probe("prepare_window_run", root=str(root), rows=rows, timesteps=TIMESTEPS)
+            step = self.measure(
+                "window_step",
+                ("seconds", "step_peak_mb", "pass_seconds", "pass_peak_mb"),
+                root=str(root),
+                run=prepared["run"],
+            )
+            loop_bytes = (rows - TIMESTEPS) * TIMESTEPS * 8 * 4
+            if loop_bytes < 4 * 2**30:
+                loop = self.measure(
+                    "window_loop",
+                    ("seconds", "peak_mb"),
+                    root=str(root),
+                    run=prepared["run"],
+                    timesteps=TIMESTEPS,
+                )
+            else:
+                loop = {"skipped": f"needs {loop_bytes / 2**30:.0f} GiB for the copied windows"}
+            out[rows] = {"array_mb": prepared["array_mb"], "step": step, "loop": loop}
+            ratio = loop["seconds"] / step["seconds"] if "seconds" in loop else None
+            out[rows]["loop_over_step"] = ratio
+            self.say(
+                f"  {rows:>10,} rows: step {step['seconds']:.4f}s peak +{step['step_peak_mb']:.0f} "
+                f"MiB; pass over train windows {step['pass_seconds']:.2f}s peak "
+                f"+{step['pass_peak_mb']:.0f} MiB; loop "
+                + (
+                    f"{loop['seconds']:.2f}s peak +{loop['peak_mb']:.0f} MiB"
+                    if "seconds" in loop
+                    else loop["skipped"]
+                )
+            )
+            shutil.rmtree(root, ignore_errors=True)
+        self.results["windowing"] = out
+        self.goal(
+            "windowing",
+            "loop time / window step time at 1e6 rows",
+            out[1_000_000]["loop_over_step"],
+            ">= 100",
+            (out[1_000_000]["loop_over_step"] or 0) >= 100,
+        )
+        big = out[10_000_000]
+        fixed = 64.0  # MiB: the interpreter's and libraries' working set beyond the array
+        limit = 1.5 * big["array_mb"] + fixed
+        peak = max(big["step"]["step_peak_mb"], big["step"]["pass_peak_mb"])
+        self.goal(
+            "windowing",
+            "peak MiB at 1e7 rows (step and a pass over it)",
+            peak,
+            f"<= 1.5 x {big['array_mb']:.0f} + {fixed:.0f} = {limit:.0f}",
+            peak <= limit,
+        )
+
+    def feeding(self) -> None:
+        self.say("feeding: windows/s delivered, against keras.utils.timeseries_dataset_from_array")
+        rows, batch = 200_000, 256
+        out = {}
+        for way in ("ours", "keras"):
+            out[way] = self.measure(
+                "feed",
+                ("windows_per_s",),
+                rows=rows,
+                timesteps=TIMESTEPS,
+                batch_size=batch,
+                way=way,
+            )
+            self.say(f"  {way:<6} {out[way]['windows_per_s']:>12,.0f} windows/s")
+        out["ratio"] = out["ours"]["windows_per_s"] / out["keras"]["windows_per_s"]
+        self.results["feeding"] = out
+        self.goal(
+            "feeding",
+            "ours / timeseries_dataset_from_array",
+            out["ratio"],
+            ">= 50",
+            out["ratio"] >= 50,
+        )
+
+    def training(self) -> None:
+        self.say("training: samples/s of our train step against plain model.fit on numpy arrays")
+        common = {
+            "rows": 60_000,
+            "timesteps": TIMESTEPS,
+            "units": 64,
+            "batch_size": 256,
+            "epochs": 3,
+        }
+        out = {}
+        for label, extra in (
+            ("plain", {"way": "plain"}),
+            ("ours", {"way": "ours"}),
+            ("ours_xla", {"way": "ours", "jit": True}),
+            ("ours_threads_1", {"way": "ours", "threads": 1}),
+        ):
+            out[label] = self.measure("train", ("samples_per_s",), **common, **extra)
+            self.say(
+                f"  {label:<15} {out[label]['samples_per_s']:>10,.0f} samples/s "
+                f"(jit_compile={out[label]['jit_compile']}, {out[label]['device']})"
+            )
+        out["ratio"] = out["ours"]["samples_per_s"] / out["plain"]["samples_per_s"]
+        out["xla_over_default"] = out["ours_xla"]["samples_per_s"] / out["ours"]["samples_per_s"]
+        out["threads_1_over_default"] = (
+            out["ours_threads_1"]["samples_per_s"] / out["ours"]["samples_per_s"]
+        )
+        out["device"] = out["ours"]["device"]
+        self.say(
+            f"  XLA / default {out['xla_over_default']:.2f}, one thread / default "
+            f"{out['threads_1_over_default']:.2f}"
+        )
+        self.results["training"] = out
+        self.goal(
+            "training",
+            "ours / plain model.fit samples/s",
+            out["ratio"],
+            ">= 0.95",
+            out["ratio"] >= 0.95,
+        )
+
+    def parse(self) -> None:
+        self.say("parse: DAG files through DagBag against minimal DAG files")
+        minimal = self.work / "minimal_dag.py"
+        minimal.write_text(MINIMAL_DAG)
+        ours = {p.name: p for p in sorted((PROJECT_ROOT / "dags").glob("*.py"))}
+        files = {"minimal (1 DAG, 1 task)": minimal}
+        for name, path in ours.items():
+            twin = self.work / f"equivalent_{name}"
+            shape = probe("equivalent_dag_file", path=str(path), out=str(twin))
+            if shape["dags"]:
+                files[f"equivalent of {name} ({shape['dags']} DAGs, {shape['tasks']} tasks)"] = twin
+        files.update(ours)
+        out = {}
+        for name, path in files.items():
+            out[name] = self.measure("parse", ("seconds",), path=str(path))
+            self.say(
+                f"  {name:<52} {out[name]['seconds'] * 1000:8.1f} ms, {out[name]['dags']} DAGs, "
+                f"heavy modules: {out[name]['heavy_modules'] or 'none'}"
+            )
+        base = out["minimal (1 DAG, 1 task)"]["seconds"]
+        for name in ours:
+            twin = next((k for k in out if k.startswith(f"equivalent of {name} ")), None)
+            out[name]["ratio_minimal"] = out[name]["seconds"] / base
+            self.goal(
+                "parse",
+                f"{name} / minimal DAG",
+                out[name]["ratio_minimal"],
+                "<= 1.2",
+                out[name]["ratio_minimal"] <= 1.2,
+            )
+            if twin:
+                out[name]["ratio_equivalent"] = out[name]["seconds"] / out[twin]["seconds"]
+                self.goal(
+                    "parse",
+                    f"{name} / the same DAGs as plain Airflow",
+                    out[name]["ratio_equivalent"],
+                    "<= 1.2",
+                    out[name]["ratio_equivalent"] <= 1.2,
+                )
+            self.goal(
+                "parse",
+                f"{name}: heavy modules imported",
+                len(out[name]["heavy_modules"]),
+                "0",
+                not out[name]["heavy_modules"],
+            )
+        self.results["parse"] = out
+
+    def orchestration(self) -> None:
+        self.say(
+            "orchestration: `airflow dags test train_seattle_weather` against the same steps "
+            "in one process"
+        )
+        spec = PROJECT_ROOT / "include" / "pipelines" / "seattle_weather.yaml"
+        epochs = None  # the spec's own: up to 60, early stopping
+        runs = []
+        for i in range(self.repeats):
+            root = self.work / f"inproc-{i}"
+            inproc = probe("steps_in_process", spec_file=str(spec), root=str(root), epochs=epochs)
+            home = self.work / f"airflow-{i}"
+            dagtest = self._dags_test(home, self.work / f"dagtest-{i}", epochs)
+            runs.append({"in_process": inproc, "dags_test": dagtest})
+        seconds_in = sorted(r["in_process"]["seconds"] for r in runs)[len(runs) // 2]
+        seconds_dt = sorted(r["dags_test"]["seconds"] for r in runs)[len(runs) // 2]
+        last = runs[-1]
+        out = {
+            "epochs": epochs,
+            "in_process_seconds": seconds_in,
+            "dags_test_seconds": seconds_dt,
+            "ratio": seconds_dt / seconds_in,
+            "runs": runs,
+        }
+        self.say(f"  in one process {seconds_in:.1f}s, airflow dags test {seconds_dt:.1f}s")
+        # Import costs, measured in fresh processes: `airflow dags test` runs every task in one
+        # process, so the first task pays for the package and the first model task for Keras.
+        costs = {
+            module: self.measure("imports", ("seconds",), module=module)["seconds"]
+            for module in ("freshcast.steps", "freshcast.models")
+        }
+        out["import_seconds"] = costs
+        self.say(
+            f"  imports: freshcast.steps {costs['freshcast.steps']:.2f}s (pandas, scikit-learn), "
+            f"freshcast.models {costs['freshcast.models']:.2f}s (TensorFlow, Keras)"
+        )
+        header = f"  {'task':<16}{'wall':>8}{'start-up':>10}{'imports':>9}{'work':>8}"
+        self.say(header + "   (last dags test; start-up = Airflow's part)")
+        rows, steps_paid, keras_paid = {}, False, False
+        for task, t in sorted(last["dags_test"]["tasks"].items(), key=lambda kv: kv[1]["start"]):
+            imports = 0.0
+            if not steps_paid:  # the task body imports freshcast.steps before the step runs
+                imports, steps_paid = costs["freshcast.steps"], True
+            work = t["work"]
+            if work is not None and not keras_paid and task.startswith("train"):
+                keras_paid = True  # the step imports Keras inside its timed body
+                imports += costs["freshcast.models"]
+                work -= costs["freshcast.models"]
+            startup = t["wall"] - imports - (work or 0.0)
+            rows[task] = {"wall": t["wall"], "start_up": startup, "imports": imports, "work": work}
+            shown = f"{work:8.2f}" if work is not None else f"{'-':>8}"
+            self.say(f"  {task:<16}{t['wall']:8.2f}{startup:10.2f}{imports:9.2f}{shown}")
+        out["tasks"] = rows
+        self.results["orchestration"] = out
+        self.goal(
+            "orchestration",
+            "dags test / in-process seconds",
+            out["ratio"],
+            "<= 1.3",
+            out["ratio"] <= 1.3,
+        )
+        self._accuracy(last["dags_test"]["run_dir"])
+
+    def _dags_test(self, home: Path, root: Path, epochs: int | None) -> dict[str, Any]:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "FRESHCAST_ARTIFACT_ROOT": str(root),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                airflow,
+                "dags",
+                "test",
+                "train_seattle_weather",
+                "-c",
+                json.dumps({"epochs": epochs, "force": True}),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(
+                "airflow dags test failed:\n" + done.stdout[-3000:] + done.stderr[-3000:]
+            )
+        times = probe("task_times", home=str(home), dag_id="train_seattle_weather")["tasks"]
+        run_dir = next(iter((root / "seattle_weather" / "runs").iterdir()))
+        return {"seconds": seconds, "tasks": times, "run_dir": str(run_dir)}
+
+    def _accuracy(self, run_dir: str) -> None:
+        board = json.loads((Path(run_dir) / "evaluate" / "leaderboard.json").read_text())
+        self.say("accuracy: seattle_weather test split, temp_max in deg C")
+        for row in board:
+            self.say(
+                f"  {row['name']:<20} {row['kind']:<9} MAE {row['mae']:.3f}  MASE {row['mase']:.3f}"
+            )
+        self.results["accuracy"] = {"pipeline": "seattle_weather", "leaderboard": board}
+
+    def scale(self) -> None:
+        rows = 2_000_000
+        self.say(f"scale: {rows:,} rows x 8 features end to end, each step in its own process")
+        folder, root = self.work / "scale", self.work / "scale-artifacts"
+        made = probe("make_scale_data", folder=str(folder), rows=rows)
+        spec_file = made["spec"]
+        out: dict[str, Any] = {"rows": rows, "steps": {}}
+
+        def step(name: str, **args: Any) -> dict[str, Any]:
+            got = probe("run_step", root=str(root), step=name, args=args, timeout=3600)
+            out["steps"][name] = {"seconds": got["seconds"], "peak_mb": got["peak_mb"]}
+            self.say(f"  {name:<12} {got['seconds']:8.1f}s  peak {got['peak_mb']:8.0f} MiB")
+            return got["result"]
+
+        run = step("ingest", spec_file=spec_file, run_id="scale", cutoff=None)["run_dir"]
+        for name in ("validate", "split_scale", "window"):
+            step(name, run_dir=run)
+        trained = step("train", run_dir=run, model_name="lstm", epochs=1)
+        step("evaluate", run_dir=run, trained=[trained])
+        step("gate", run_dir=run, run_id="scale")
+        step("report", run_dir=run, run_id="scale")
+        worst = max(s["peak_mb"] for s in out["steps"].values())
+        out["max_peak_mb"] = worst
+        self.results["scale"] = out
+        self.goal("scale", "largest task peak memory, MiB", worst, "<= 3072", worst <= 3072)
+
+    def device(self) -> None:
+        self.results["device"] = probe("device")
+        self.say(f"device: {self.results['device']['device']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results.json"))
+    args = parser.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="freshcast-bench-") as work:
+        suite = Suite(repeats=args.repeats, work=Path(work))
+        info = machine()
+        print(
+            f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['memory_gb']} GB; "
+            f"Python {info['python']}; repeats {args.repeats} (medians)"
+        )
+        suite.device()
+        for case in cases:
+            try:
+                getattr(suite, case)()
+            except Exception as err:  # one broken case must not lose the others' figures
+                suite.results.setdefault("errors", {})[case] = f"{type(err).__name__}: {err}"
+                print(f"  {case} FAILED: {type(err).__name__}: {err}")
+    report = {
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "make bench" + (f" BENCH_ARGS='{' '.join(argv)}'" if argv else ""),
+        "machine": info,
+        "repeats": args.repeats,
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": suite.results,
+        "goals": suite.goals,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\n{'case':<15}{'goal':<58}{'value':>12}  {'target':<28}met")
+    for g in suite.goals:
+        value = "n/a" if g["value"] is None else f"{g['value']:,.3g}"
+        print(
+            f"{g['case']:<15}{g['goal']:<58}{value:>12}  {g['target']:<28}"
+            f"{'yes' if g['met'] else 'NO'}"
+        )
+    print(f"\nwritten to {args.out} in {report['seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
