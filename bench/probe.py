@@ -334,17 +334,29 @@ def parse(path: str) -> dict[str, Any]:
     }
 
 
+def _default(param: Any) -> Any:
+    try:
+        return param.resolve(suppress_exception=True)
+    except Exception:
+        return None
+
+
 @probe
 def equivalent_dag_file(path: str, out: str) -> dict[str, Any]:
-    """Write a plain Airflow DAG file with the same DAGs, task ids, mapped tasks and
-    dependencies as the file at `path`, and nothing else: no spec, no package, no params or
-    assets. What Airflow itself costs to parse DAGs of that shape."""
+    """Write a plain Airflow DAG file with the same DAGs, task ids, mapped tasks, params and
+    dependencies as the file at `path`, and nothing else: no spec, no package, no assets.
+    What Airflow itself costs to parse DAGs of that shape."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=path)
     lines = ["from airflow.sdk import dag, task", ""]
     for n, (dag_id, parsed) in enumerate(sorted(bag.dags.items())):
-        lines += [f"@dag(dag_id={dag_id!r}, schedule=None)", f"def dag_{n}():", "    made = {}"]
+        params = {k: _default(parsed.params.get_param(k)) for k in parsed.params}  # Airflow copies
+        lines += [  # params into every task, so the twin must carry them too
+            f"@dag(dag_id={dag_id!r}, schedule=None, params={params!r})",
+            f"def dag_{n}():",
+            "    made = {}",
+        ]
         for task in parsed.tasks:
             mapped = type(task).__name__ == "MappedOperator"
             lines += [
