@@ -9,6 +9,7 @@ The root is a local folder or a URL (`file://`, `s3://`, any fsspec protocol); s
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -119,16 +120,36 @@ def _json_default(obj: Any) -> Any:
 
 
 def library_versions() -> dict[str, str]:
-    """Python, platform and the versions of the numeric libraries this process has loaded."""
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    """Python, platform and the versions of the numeric libraries this process has loaded.
+
+    Cheap enough for every manifest: loaded modules report their own `__version__`, and the
+    slower package-metadata lookup is left to TensorFlow (whose module does not say which of
+    its distributions is installed) and done once per process.
+    """
+    versions = {"python": platform.python_version(), "platform": _platform()}
     loaded = {"tensorflow-cpu": "tensorflow", "tensorflow": "tensorflow", "scikit-learn": "sklearn"}
     for dist in _TRACKED:
         module = loaded.get(dist, dist)
-        if module not in sys.modules:
-            continue
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
+        if module in sys.modules and (version := _version(dist, module)):
+            versions[dist] = version
     return versions
+
+
+def _platform() -> str:
+    uname = platform.uname()  # cached by the platform module, unlike platform.platform()
+    return f"{uname.system}-{uname.release}-{uname.machine}"
+
+
+@functools.cache
+def _version(dist: str, module: str) -> str | None:
+    if not dist.startswith("tensorflow"):
+        version = getattr(sys.modules[module], "__version__", None)
+        if version:
+            return str(version)
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def describe(path: Path, *, base: Path | None = None) -> dict[str, Any]:
