@@ -53,6 +53,7 @@ def build_model(
         optimizer=_OPTIMIZERS[spec.optimizer](learning_rate=spec.learning_rate),
         loss=keras.losses.Huber() if spec.loss == "huber" else spec.loss,
         metrics=["mae"],
+        jit_compile="auto" if spec.jit_compile is None else spec.jit_compile,
     )
     return model
 

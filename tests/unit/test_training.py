@@ -350,3 +350,11 @@ def test_load_model_gives_identical_predictions(tmp_path, kwargs):
     np.testing.assert_array_equal(
         predict(loaded, test, batch_size=8), predict(model, test, batch_size=8)
     )
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_build_model_jit_compile_from_the_spec(jit):
+    spec = ModelSpec(type="lstm", units=[4], jit_compile=jit)
+    model = build_model(spec, timesteps=TIMESTEPS, features=FEATURES, horizon=1, seed=0)
+    assert model.jit_compile is jit
+    assert ModelSpec(type="lstm").jit_compile is None  # by default Keras decides
