@@ -202,8 +202,8 @@ class ModelSpec(_Strict):
         description=(
             "XLA compilation of the train step. Empty: Keras' choice (off for these layers). "
             "`make bench` measured XLA 1.11x faster per epoch for LSTM(64) on a 2-core CPU, "
-            "after about 1.4 s of compiling: worth it for long CPU runs, not for small series, "
-            "and it keeps LSTM/GRU off the cuDNN kernels on a GPU."
+            "after about 1.4 s of compiling: worth it for long CPU runs, not for small series. "
+            "On a GPU Keras keeps cuDNN-capable LSTM/GRU layers out of XLA."
         ),
     )
 
