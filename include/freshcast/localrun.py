@@ -262,6 +262,11 @@ def stop(af: Airflow, *, say: Callable[[str], None] = print, grace: float = 30.0
         if _group_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            # SIGKILL is delivered at once, but the processes leave the table only when they
+            # are reaped: wait for that, so "stopped" means gone.
+            gone_by = time.monotonic() + 15
+            while _group_alive(pid) and time.monotonic() < gone_by:
+                time.sleep(0.1)
     for component in components:
         af.pid_file(component).unlink(missing_ok=True)
     if not stopped:
