@@ -229,24 +229,22 @@ def verify_file(path: Path, sha256: str, *, what: str) -> Path:
 
 def output_path(step_dir: Path, name: str, *, verify: bool = True) -> Path:
     """The path of output `name` of a finished step, checked against its manifest."""
-    manifest = read_manifest(step_dir, verify=False)
-    try:
-        entry = manifest["outputs"][name]
-    except KeyError:
-        raise ArtifactError(
-            f"{step_dir}: manifest lists no output {name!r}; it has {sorted(manifest['outputs'])}"
-        ) from None
+    step, entry = _output_entry(step_dir, name)
     path = Path(entry["path"])
-    return verify_file(path, entry["sha256"], what=f"{manifest['step']}.{name}") if verify else path
+    return verify_file(path, entry["sha256"], what=f"{step}.{name}") if verify else path
 
 
 def recorded(step_dir: Path, name: str) -> dict[str, Any]:
     """Output `name` of a finished step as its manifest records it (path, bytes, sha256),
     without reading the file: what a consumer lists as its input, since the producer hashed it
     and the consumer checks it (`output_path`) when it reads the values."""
+    return dict(_output_entry(step_dir, name)[1])
+
+
+def _output_entry(step_dir: Path, name: str) -> tuple[str, dict[str, Any]]:
     manifest = read_manifest(step_dir, verify=False)
     try:
-        return dict(manifest["outputs"][name])
+        return manifest["step"], manifest["outputs"][name]
     except KeyError:
         raise ArtifactError(
             f"{step_dir}: manifest lists no output {name!r}; it has {sorted(manifest['outputs'])}"
