@@ -7,6 +7,7 @@ fsspec. Two "workers" are two working copies (FRESHCAST_CACHE_DIR) of one store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -50,6 +51,22 @@ def write_step(folder: Path, **files: str) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def lost_before_the_manifest(monkeypatch):
+    """The worker dies after uploading a folder's files, before its manifest."""
+    real_put = artifacts.Store._put
+
+    def crash_at_the_manifest(self, path):
+        if path.name == artifacts.MANIFEST:
+            raise ConnectionError("worker lost")
+        real_put(self, path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(artifacts.Store, "_put", crash_at_the_manifest)
+        with pytest.raises(ConnectionError):
+            yield
+
+
 def remote(store: artifacts.Store, path: Path) -> str:
     return store._remote(path)
 
@@ -71,17 +88,8 @@ def test_a_step_written_on_one_worker_is_read_on_another(root, worker):
 def test_readers_trust_only_what_a_manifest_lists(root, worker, monkeypatch):
     a = worker("a")
     step = artifacts.run_dir("p", "r") / "train"
-    real_put = artifacts.Store._put
-
-    def crash_at_the_manifest(self, path):
-        if path.name == artifacts.MANIFEST:
-            raise ConnectionError("worker lost")
-        real_put(self, path)
-
-    monkeypatch.setattr(artifacts.Store, "_put", crash_at_the_manifest)
-    with pytest.raises(ConnectionError):
+    with lost_before_the_manifest(monkeypatch):
         write_step(step, model="weights")
-    monkeypatch.setattr(artifacts.Store, "_put", real_put)
     assert a.fs.exists(remote(a, step / "model.txt"))  # the files got there, the manifest not
 
     b = worker("b")
@@ -200,17 +208,8 @@ def test_a_bundle_whose_manifest_never_arrived_is_not_a_version(root, worker, mo
     a = worker("a")
     registry = Registry("p")
     assert add_bundle(registry, a.local / "src", run_id="r1") == 1
-    real_put = artifacts.Store._put
-
-    def crash_at_the_manifest(self, path):
-        if path.name == artifacts.MANIFEST:
-            raise ConnectionError("worker lost")
-        real_put(self, path)
-
-    monkeypatch.setattr(artifacts.Store, "_put", crash_at_the_manifest)
-    with pytest.raises(ConnectionError):
+    with lost_before_the_manifest(monkeypatch):
         add_bundle(registry, a.local / "src", run_id="r2")
-    monkeypatch.setattr(artifacts.Store, "_put", real_put)
 
     worker("b")
     fresh = Registry("p")
@@ -247,7 +246,8 @@ def test_a_folder_root_is_its_own_working_copy(tmp_path, monkeypatch):
 def test_use_store_takes_a_given_filesystem(tmp_path, monkeypatch):
     import fsspec
 
-    monkeypatch.delenv(artifacts.ARTIFACT_ROOT_ENV, raising=False)
+    # use_store sets the variable itself; setting it here first lets monkeypatch undo it.
+    monkeypatch.setenv(artifacts.ARTIFACT_ROOT_ENV, "elsewhere")
     monkeypatch.setenv(artifacts.CACHE_DIR_ENV, str(tmp_path / "cache"))
     fs = fsspec.filesystem("memory")
     store = artifacts.use_store("memory://bucket/root", fs=fs)

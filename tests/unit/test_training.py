@@ -181,18 +181,7 @@ def test_fit_reshuffles_between_epochs(tmp_path, monkeypatch):
         return real(samples, batch_size, shuffle=shuffle, seed=seed)
 
     monkeypatch.setattr(training, "batch_index", spy)
-    windows = _windows()
-    fit(
-        _model(),
-        windows["train"],
-        windows["val"],
-        batch_size=16,
-        epochs=3,
-        patience=10,
-        work_dir=tmp_path,
-        seed=5,
-        log=lambda m: None,
-    )
+    _fit(_model(), _windows(), tmp_path, lambda m: None, epochs=3, seed=5)
     assert sorted(set(seen)) == [5, 6, 7]
 
 
@@ -203,17 +192,7 @@ def test_fit_returns_history_and_writes_a_checkpoint(tmp_path):
     windows = _windows()
     messages = []
     model = _model(type="gru")
-    history = fit(
-        model,
-        windows["train"],
-        windows["val"],
-        batch_size=16,
-        epochs=3,
-        patience=10,
-        work_dir=tmp_path,
-        seed=0,
-        log=messages.append,
-    )
+    history = _fit(model, windows, tmp_path, messages.append, epochs=3)
     assert history["epoch"] == [0.0, 1.0, 2.0]
     assert len(history["loss"]) == len(history["val_loss"]) == 3
     assert np.isfinite(history["loss"]).all()
@@ -239,16 +218,16 @@ def _interrupt_at_epoch(epoch: int, epochs: int, messages: list[str]):
     return log
 
 
-def _fit_four_epochs(model, windows, work_dir, log):
+def _fit(model, windows, work_dir, log, *, epochs=4, seed=0):
     return fit(
         model,
         windows["train"],
         windows["val"],
         batch_size=16,
-        epochs=4,
+        epochs=epochs,
         patience=10,
         work_dir=work_dir,
-        seed=0,
+        seed=seed,
         log=log,
     )
 
@@ -257,12 +236,12 @@ def test_fit_resumes_an_interrupted_attempt(tmp_path):
     windows = _windows()
     first_log: list[str] = []
     with pytest.raises(_Interrupted):
-        _fit_four_epochs(_model(), windows, tmp_path, _interrupt_at_epoch(2, 4, first_log))
+        _fit(_model(), windows, tmp_path, _interrupt_at_epoch(2, 4, first_log))
     assert (tmp_path / "backup").is_dir()
     assert read_epoch_log(tmp_path / "epochs.csv")["epoch"] == [0.0, 1.0]
 
     retry_log: list[str] = []
-    history = _fit_four_epochs(_model(), windows, tmp_path, retry_log.append)
+    history = _fit(_model(), windows, tmp_path, retry_log.append)
     assert "resuming from the backup" in retry_log[0]
     epoch_lines = [m for m in retry_log if " epoch " in m]
     assert [m.split(" epoch ")[1].split()[0] for m in epoch_lines] == ["3/4", "4/4"]
@@ -277,7 +256,7 @@ def test_resumed_fit_keeps_the_best_model_of_every_attempt(tmp_path):
     the weights `fit` leaves in the model."""
     windows = _windows()
     with pytest.raises(_Interrupted):
-        _fit_four_epochs(_model(), windows, tmp_path, _interrupt_at_epoch(2, 4, []))
+        _fit(_model(), windows, tmp_path, _interrupt_at_epoch(2, 4, []))
     # Pretend the first attempt's best epoch was unbeatable, with weights we can recognise.
     best = _model(seed=123)
     best.save(tmp_path / "checkpoint.keras")
@@ -288,7 +267,7 @@ def test_resumed_fit_keeps_the_best_model_of_every_attempt(tmp_path):
     (tmp_path / "epochs.csv").write_text("\n".join([log_text[0], ",".join(row), *log_text[2:]]))
 
     model = _model()
-    _fit_four_epochs(model, windows, tmp_path, lambda m: None)
+    _fit(model, windows, tmp_path, lambda m: None)
     for got, want in zip(model.get_weights(), best.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
 
