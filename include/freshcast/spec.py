@@ -225,6 +225,11 @@ class PipelineSpec(_Strict):
     frequency: str
     resample: ResampleSpec | None = None
     target: str
+    unit: str = Field(
+        default="",
+        max_length=20,
+        description="Unit of the target (e.g. `°C`, `MW`), shown beside every figure in its units.",
+    )
     features: list[str] = Field(default_factory=list, description="Inputs; default [target].")
     gaps: GapSpec = GapSpec()
     split: SplitSpec = SplitSpec()
