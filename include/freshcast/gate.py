@@ -151,3 +151,44 @@ def _required_baselines(baselines: Mapping[str, Any]) -> list[str]:
             f"Received baselines: {sorted(baselines)}"
         )
     return required
+
+
+def verdict(
+    decision: Mapping[str, Any], *, promoted: int | None = None, unit: str = "", decimals: int = 2
+) -> str:
+    """The decision in one sentence a person reads in the UI (a DAG-run note, a page, a log):
+    "champion v3 kept: candidate gru 2.31 °C vs 2.25 °C (mae, margin not met)".
+
+    Args:
+        decision: `Decision.to_json()`, possibly with "current_champion" added by the gate step.
+        promoted: the registry version the candidate became, when it did.
+        unit, decimals: the target's unit and the decimals its data is recorded with.
+    """
+    from freshcast.display import metric_value
+
+    metric, name = decision["metric"], decision.get("candidate")
+    if name is None:
+        return "nothing to decide: no model trained"
+    scores = decision.get("scores", {})
+
+    def shown(entry: str) -> str:
+        value = scores.get(entry, {}).get(metric)
+        return metric_value(metric, value, decimals=decimals, unit=unit)
+
+    champion = decision.get("champion_version")
+    held = decision.get("current_champion", champion)
+    versus = f" vs champion v{champion} {shown(f'champion_v{champion}')}" if champion else ""
+    if decision["promote"]:
+        head = f"{name} promoted to v{promoted}" if promoted else f"{name} passed the gate"
+        tail = versus or ", beats the naive baselines (no champion to compare)"
+        return f"{head}: {metric} {shown(name)}{tail}"
+    reasons = [r for r in decision.get("reasons", []) if r not in ("promote", "refuse")]
+    why = reasons[-1] if reasons else "refused"
+    if champion:
+        lost = [r for r in reasons if "does not beat" in r]  # a baseline it lost to
+        return (
+            f"champion v{champion} kept: candidate {name} {shown(name)} vs "
+            f"{shown(f'champion_v{champion}')} ({metric})" + (f"; {lost[0]}" if lost else "")
+        )
+    keeps = f"champion v{held} kept" if held else "no champion yet"
+    return f"{keeps}: candidate {name} ({metric} {shown(name)}) refused: {why}"

@@ -148,3 +148,42 @@ def test_newer_data_is_compared_as_usual():
         champion_data_end="2015-12-31T00:00:00+00:00",
     )
     assert decision.promote
+
+
+def _decision(**changes):
+    decision = {
+        "promote": False,
+        "metric": "mae",
+        "candidate": "gru",
+        "reasons": ["gru mae 2.31 beats persistence 2.5", "refuse"],
+        "scores": {
+            "gru": {"role": "candidate", "mae": 2.31},
+            "champion_v3": {"role": "champion", "mae": 2.25},
+            "persistence": {"role": "baseline", "mae": 2.5},
+        },
+        "champion_version": 3,
+        "current_champion": 3,
+    }
+    return {**decision, **changes}
+
+
+def test_the_verdict_says_the_decision_in_one_sentence_with_units():
+    from freshcast.gate import verdict
+
+    assert verdict(_decision(), unit="°C", decimals=1) == (
+        "champion v3 kept: candidate gru 2.31 °C vs 2.25 °C (mae)"
+    )
+    lost = _decision(reasons=["gru mae 2.31 does not beat persistence 2.2", "refuse"])
+    assert verdict(lost, unit="°C", decimals=1).endswith(
+        "; gru mae 2.31 does not beat persistence 2.2"
+    )
+    won = _decision(promote=True, reasons=["promote"])
+    assert verdict(won, promoted=4, unit="°C", decimals=1) == (
+        "gru promoted to v4: mae 2.31 °C vs champion v3 2.25 °C"
+    )
+    first = _decision(promote=True, champion_version=None, current_champion=None)
+    first["scores"].pop("champion_v3")
+    assert verdict(first, promoted=1, decimals=1) == (
+        "gru promoted to v1: mae 2.31, beats the naive baselines (no champion to compare)"
+    )
+    assert verdict(_decision(candidate=None)) == "nothing to decide: no model trained"
