@@ -80,3 +80,50 @@ def write_tiny_pipeline(
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+# --- serving: the gate, the registry and forecasts, on a series the models can learn ----------
+
+
+def serving_spec(tmp_path, monkeypatch, *, models=1, **overrides):
+    """A tiny pipeline on `lagged_series` in a landing folder (its first 200 rows), artifacts under
+    tmp_path; returns (spec file, landing folder)."""
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    landing = tmp_path / "pipelines" / "landing"
+    landing.mkdir(parents=True)
+    lagged_series(240).iloc[:200].to_csv(landing / "part-000.csv", index=False)
+    fields = {"source": {"path": "landing/"}, "models": LEARNING_MODELS[-models:], **overrides}
+    return write_tiny_pipeline(tmp_path / "pipelines", **fields), landing
+
+
+def add_partition(landing, name, rows):
+    """Land rows `rows` of `lagged_series(240)` as a new file of the landing folder."""
+    lagged_series(240).iloc[rows].to_csv(landing / name, index=False)
+
+
+def in_process(path: Path) -> dict:
+    """The bundle check without the fresh process (test_steps runs the real one too)."""
+    from freshcast.serving import verify
+
+    return verify(path)
+
+
+def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None):
+    """Every step of the training DAG in order; returns the gate's result (or the skip)."""
+    from freshcast import artifacts, steps
+
+    run = steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
+    changed = steps.data_changed(run, force=force)
+    if not changed["changed"]:
+        return changed
+    for step in (steps.validate, steps.split_scale, steps.window):
+        step(run)
+    trained = [steps.train(run, m) for m in steps.run_spec(artifacts.local(run)).model_names]
+    steps.evaluate(run, trained)
+    decided = steps.gate(run, run_id=run_id)
+    if tamper:
+        tamper(artifacts.local(run))
+    if decided["promote"]:
+        decided["promoted"] = steps.promote(run, run_id=run_id, verify=verify)
+    decided["report"] = steps.report(run, run_id=run_id)
+    return decided

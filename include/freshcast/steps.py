@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from freshcast import artifacts
+from freshcast import artifacts, display
 from freshcast.artifacts import ArtifactError, output_path, read_json, read_manifest, write_manifest
 from freshcast.ingest import data_fingerprint, load_source, source_files
 from freshcast.registry import Registry
@@ -377,9 +377,12 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         )
         for name, (_, pred) in forecasts.items()
     )
+    decimals = display.data_decimals(series)
     with artifacts.step_output(run / "evaluate") as out:
         metrics = {
             "metric": spec.metric,
+            "unit": spec.unit,
+            "decimals": decimals,
             "mase_scale": scale,
             "test_windows": len(target_rows),
             "horizon": horizon,
@@ -403,13 +406,39 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
             params={"metric": spec.metric, "season_length": spec.season_length},
             shapes={"test": [len(target_rows), horizon]},
         )
+    log.info(
+        "leaderboard on %d test windows of %s, ranked by %s:\n%s",
+        len(target_rows),
+        spec.target,
+        spec.metric,
+        leaderboard_table(board, unit=spec.unit, decimals=decimals),
+    )
     return {
         "run_dir": artifacts.where(run),
         "metric": spec.metric,
+        "unit": spec.unit,
+        "decimals": decimals,
         "best": board[0]["name"],
         "leaderboard": board,
         "test_windows": len(target_rows),
     }
+
+
+def leaderboard_table(board: list[dict[str, Any]], *, unit: str, decimals: int) -> str:
+    """The leaderboard as a fixed-width table for logs, figures in the data's units."""
+    metrics = ("mae", "rmse", "mase", "smape")
+    persistence = next((r["mae"] for r in board if r["name"] == "persistence"), None)
+    rows = [
+        [
+            f"{r['rank']}. {r['name']}",
+            r["kind"],
+            *(display.number(r.get(m), display.metric_decimals(m, decimals)) for m in metrics),
+            display.number(display.skill(r.get("mae"), persistence), display.PERCENT_DECIMALS),
+        ]
+        for r in board
+    ]
+    header = ["name", "kind", *(display.metric_label(m, unit) for m in (*metrics, "skill"))]
+    return display.table(rows, header)
 
 
 @_timed
@@ -442,6 +471,7 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             target=spec.target,
             decision=decision,
             promoted=promoted,
+            **_display(run),
         )
         write_manifest(
             out,
@@ -473,13 +503,19 @@ def fingerprint(run: Path) -> dict[str, str]:
 
 @_timed
 def data_changed(
-    run_dir: str | Path, *, force: bool = False, replay: bool = False
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    forced_by: str = "conf force=true",
+    replay: bool = False,
 ) -> dict[str, Any]:
     """Whether this run must train: its data or spec differ from the last decided run's.
 
     Args:
         force: train whatever the fingerprint says.
-        replay: the run is part of a replay (`make replay`); other runs skip while one is on.
+        forced_by: why `force` is set, for the reason (an explicit `epochs` in the conf, say).
+        replay: the run is part of a replay (a backfill, as `make replay` starts); other runs
+            skip while one is on.
 
     Returns:
         {"changed": bool, "reason": str, ...}; `changed` False means skip training.
@@ -498,7 +534,7 @@ def data_changed(
             f"it. If no replay is running, delete {registry.replay_marker}"
         )
     elif force:
-        changed, reason = True, "conf force=true"
+        changed, reason = True, forced_by
     elif not spec.gate.skip_unchanged:
         changed, reason = True, "the spec's gate.skip_unchanged is false"
     elif last is None:
@@ -532,7 +568,7 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     recorded in the registry history here; a promotion is recorded by `promote`.
     """
     from freshcast import evaluation
-    from freshcast.gate import decide
+    from freshcast.gate import decide, verdict
     from freshcast.models import load_model
     from freshcast.serving import forecast_rows, incompatibility, load_bundle
 
@@ -607,12 +643,17 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
                 )
     for reason in decision["reasons"]:
         log.info("gate: %s", reason)
+    shown = {"unit": metrics.get("unit", ""), "decimals": metrics.get("decimals", 2)}
+    said = verdict(decision, **shown)
+    log.info("gate decision: %s", said)
     return {
         "run_dir": artifacts.where(run),
         "promote": decision["promote"],
         "candidate": decision["candidate"],
         "champion": decision["current_champion"],
         "reasons": decision["reasons"],
+        "verdict": said,
+        **shown,
     }
 
 
@@ -642,6 +683,7 @@ def promote(
     and checked in a fresh process; pointer moved atomically; history written; old versions
     pruned. A retry of the same run finds its version and event and does not add another.
     """
+    from freshcast.gate import verdict
     from freshcast.registry import git_commit, verify_in_fresh_process
 
     verify = verify or verify_in_fresh_process
@@ -699,6 +741,7 @@ def promote(
                 "dtype": "float64",
             },
             "metric": spec.metric,
+            "display": _display(run),
             "scores": decision["scores"][name],
             "gate": _event_decision(decision),
             "lineage": {
@@ -730,7 +773,21 @@ def promote(
         )
         pruned = registry.prune(spec.gate.keep)
     log.info("promoted %s as v%d (checked in a fresh process: %s)", name, version, check)
-    return {"version": version, "model": name, "pruned": pruned}
+    return {
+        "version": version,
+        "model": name,
+        "metric": spec.metric,
+        "score": decision["scores"][name].get(spec.metric),
+        **meta["display"],
+        "verdict": verdict(decision, promoted=version, **meta["display"]),
+        "pruned": pruned,
+    }
+
+
+def _display(run: Path) -> dict[str, Any]:
+    """The target's unit and the decimals its data is recorded with, as evaluate found them."""
+    metrics = read_json(output_path(run / "evaluate", "metrics"))
+    return {"unit": metrics.get("unit", ""), "decimals": metrics.get("decimals", 2)}
 
 
 @_timed
@@ -747,7 +804,17 @@ def rollback(spec_file: str | Path, version: int, *, run_id: str, reason: str) -
         reason=reason,
         verify=verify_in_fresh_process,
     )
-    return {"version": pointer["version"], "from_version": pointer["event"]["from_version"]}
+    meta = Registry(spec.name).meta(pointer["version"])
+    metric = meta.get("metric", spec.metric)
+    return {
+        "version": pointer["version"],
+        "from_version": pointer["event"]["from_version"],
+        "reason": reason,
+        "model": meta["model"]["name"],
+        "metric": metric,
+        "score": meta.get("scores", {}).get(metric),
+        **(meta.get("display") or {"unit": spec.unit, "decimals": 2}),
+    }
 
 
 # ---------------------------------------------------------------- the forecast DAG's steps
@@ -811,6 +878,7 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
                 actuals=frame[bundle.target],
                 latest=rows,
                 target=bundle.target,
+                unit=(bundle.meta.get("display") or {}).get("unit", spec.unit),
             ),
         }
         write_manifest(
@@ -819,16 +887,38 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
             inputs={"model": bundle.path / "model.keras"}
             | {f"source_{i}": f for i, f in enumerate(files)},
             outputs=outputs,
-            params={"version": bundle.version, "cutoff": str(made_at), "run_id": run_id},
+            params={
+                "pipeline": spec.name,
+                "version": bundle.version,
+                "cutoff": str(made_at),
+                "run_id": run_id,
+                "display": bundle.meta.get("display") or {"unit": spec.unit, "decimals": 2},
+            },
             shapes={"forecast": [bundle.horizon]},
         )
         append_history(history_path(spec.name), rows)
-    log.info("v%d forecasts %s: %s", bundle.version, bundle.target, predicted.round(4).tolist())
+    shown = bundle.meta.get("display") or {"unit": spec.unit, "decimals": 2}
+    log.info(
+        "champion v%d (%s) forecasts %s from data up to %s:\n%s",
+        bundle.version,
+        bundle.meta["model"]["name"],
+        bundle.target,
+        frame.index[-1].isoformat(),
+        display.table(
+            [
+                [t.isoformat(), str(step), display.number(v, shown["decimals"] + 1)]
+                for step, (t, v) in enumerate(zip(grid[1:], predicted, strict=True), start=1)
+            ],
+            ["time (UTC)", "step", display.column_label(bundle.target, shown["unit"])],
+        ),
+    )
     return {
         "forecast_dir": artifacts.where(out_dir),
         "version": bundle.version,
+        "model": bundle.meta["model"]["name"],
         "origin": frame.index[-1].isoformat(),
         "forecast": {t.isoformat(): float(v) for t, v in zip(grid[1:], predicted, strict=True)},
+        **shown,
     }
 
 
@@ -848,7 +938,7 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     made = read_manifest(forecast_dir)
     latest = pd.read_parquet(made["outputs"]["forecast_parquet"]["path"]).reset_index()
     actuals = pd.read_parquet(made["outputs"]["actuals"]["path"]).iloc[:, 0]
-    pipeline = out_root.parent.parent.name
+    pipeline = made["params"].get("pipeline") or out_root.parents[2].name  # <p>/forecasts/runs/<r>
     history = read_history(out_root.parent.parent / "history.parquet")
     scored = score_history(history, actuals)
     by_version, over_time = accuracy_by_version(scored), accuracy_over_time(scored)
@@ -868,6 +958,7 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             by_version=by_version,
             over_time=over_time,
             latest=latest,
+            **made["params"].get("display", {"unit": "", "decimals": 2}),
         )
         write_manifest(out, step="score_forecasts", outputs={**outputs, **files})
     return {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from freshcast import artifacts, steps
-from tests.helpers import write_tiny_pipeline
+from tests.helpers import add_partition, serving_spec, train_run, write_tiny_pipeline
 
 PREP = ("ingest", "validate", "split_scale", "window")
 
@@ -92,49 +92,6 @@ def test_training_twice_gives_the_same_model(spec_file):
 
 
 # --- serving: the gate, the registry and forecasts, on a series the models can learn ----------
-
-
-def serving_spec(tmp_path, monkeypatch, *, models=1, **overrides):
-    from tests.helpers import LEARNING_MODELS, lagged_series
-
-    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    landing = tmp_path / "pipelines" / "landing"
-    landing.mkdir(parents=True)
-    lagged_series(240).iloc[:200].to_csv(landing / "part-000.csv", index=False)
-    fields = {"source": {"path": "landing/"}, "models": LEARNING_MODELS[-models:], **overrides}
-    return write_tiny_pipeline(tmp_path / "pipelines", **fields), landing
-
-
-def add_partition(landing, name, rows):
-    from tests.helpers import lagged_series
-
-    lagged_series(240).iloc[rows].to_csv(landing / name, index=False)
-
-
-def in_process(path: Path) -> dict:
-    """The bundle check without the fresh process (one test below runs the real one)."""
-    from freshcast.serving import verify
-
-    return verify(path)
-
-
-def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None):
-    """Every step of the training DAG in order; returns the gate's result (or the skip)."""
-    run = steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
-    changed = steps.data_changed(run, force=force)
-    if not changed["changed"]:
-        return changed
-    for step in (steps.validate, steps.split_scale, steps.window):
-        step(run)
-    trained = [steps.train(run, m) for m in steps.run_spec(artifacts.local(run)).model_names]
-    steps.evaluate(run, trained)
-    decided = steps.gate(run, run_id=run_id)
-    if tamper:
-        tamper(artifacts.local(run))
-    if decided["promote"]:
-        decided["promoted"] = steps.promote(run, run_id=run_id, verify=verify)
-    decided["report"] = steps.report(run, run_id=run_id)
-    return decided
 
 
 @pytest.mark.slow
