@@ -31,27 +31,22 @@ from freshcast.spec import PipelineSpec, load_valid_specs
 TRAINING_POOL = "training"
 # One slot: promote and rollback change a registry one at a time, across every worker.
 REGISTRY_POOL = "registry"
-STORAGE_CONN_ENV = "FRESHCAST_STORAGE_CONN_ID"
 
 
 def _steps():
-    """The `freshcast.steps` module, with the artifact store set up for this task process.
-
-    A URL artifact root (`s3://...`) is reached through Airflow's ObjectStoragePath, so its
-    credentials and endpoint come from the Airflow connection named by FRESHCAST_STORAGE_CONN_ID
-    (none: the filesystem's own defaults, e.g. the AWS environment variables).
-    """
-    import os
-
+    """The `freshcast.steps` module, with the artifact store set up for this task process: a
+    URL root (`s3://...`) is reached through Airflow's ObjectStoragePath and the connection
+    named by FRESHCAST_STORAGE_CONN_ID."""
     from freshcast import artifacts, steps
 
-    root = os.environ.get(artifacts.ARTIFACT_ROOT_ENV, "")
-    if artifacts.is_url(root):
-        from airflow.sdk import ObjectStoragePath
-
-        path = ObjectStoragePath(root, conn_id=os.environ.get(STORAGE_CONN_ENV) or None)
-        artifacts.use_store(root, fs=path.fs)
+    artifacts.use_url_store(_object_storage_path)
     return steps
+
+
+def _object_storage_path(root: str, conn_id: str | None):
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(root, conn_id=conn_id)
 
 
 def _cutoff(context: Any):
@@ -80,6 +75,13 @@ def champion_asset(spec: PipelineSpec) -> Asset:
     """The model in service: an event each time the champion pointer moves."""
     return Asset(
         name=f"{spec.name}.champion", uri=f"x-freshcast://{spec.name}/champion", group="model"
+    )
+
+
+def forecast_asset(spec: PipelineSpec) -> Asset:
+    """The published forecasts: an event per forecast run, so other DAGs can schedule on them."""
+    return Asset(
+        name=f"{spec.name}.forecast", uri=f"x-freshcast://{spec.name}/forecast", group="forecast"
     )
 
 
@@ -121,11 +123,13 @@ against persistence, seasonal naive (season {spec.season_length}) and ridge, ran
 Tasks: ingest -> data_changed -> validate -> split_scale -> window -> train (one mapped task per
 model, pool `{TRAINING_POOL}`) -> evaluate -> gate -> promote -> report.
 `data_changed` skips the rest when the data and spec equal the last decided run's (conf
-`force: true` trains anyway). `gate` re-scores the champion on this run's test window beside
-the best new model; `promote` runs only when the candidate beats the champion by the margin
-({spec.gate.margin} {spec.gate.margin_type}) and beats the naive baselines.
+`force: true`, or an explicit `epochs` or `models`, trains anyway); the run's note says why.
+`gate` re-scores the champion on this run's test window beside the best new model; `promote`
+runs only when the candidate beats the champion by the margin ({spec.gate.margin}
+{spec.gate.margin_type}) and beats the naive baselines.
 Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`; registry:
-`$FRESHCAST_ARTIFACT_ROOT/{spec.name}/registry/`.
+`$FRESHCAST_ARTIFACT_ROOT/{spec.name}/registry/`. Results: the **Forecasts** tab of this DAG
+(leaderboard over runs, registry, forecasts) and the **Report** tab of each run.
 
 | model | type | units | loss | max epochs | patience |
 |---|---|---|---|---|---|
@@ -138,6 +142,30 @@ Trigger with options:
 
 def _promoting(context: Any) -> bool:
     return bool(context["ti"].xcom_pull(task_ids="gate")["promote"])
+
+
+def _run_type(context: Any) -> str:
+    run_type = context["dag_run"].run_type
+    return str(getattr(run_type, "value", run_type))
+
+
+def _forced_by(context: Any) -> str | None:
+    """Why this run trains whatever changed: conf `force`, or an explicit `epochs` or `models`
+    (a user who asks for 2 epochs wants a model trained), or None."""
+    conf = context["dag_run"].conf or {}
+    if context["params"]["force"]:
+        return "conf force=true"
+    explicit = [key for key in ("epochs", "models") if conf.get(key) is not None]
+    if explicit:
+        return f"conf sets {' and '.join(explicit)}, which trains even when nothing changed"
+    return None
+
+
+def _champion_extra(result: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The champion Asset event's extra: what is now in service, so other DAGs and the UI's
+    Asset page say which model, how good, and from which run."""
+    keys = ("version", "model", "metric", "score", "unit", "from_version", "reason")
+    return {"run_id": run_id, **{k: result[k] for k in keys if result.get(k) is not None}}
 
 
 def build_training_dag(spec: PipelineSpec) -> DAG:
@@ -176,13 +204,8 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
                 False,
                 type="boolean",
                 title="Train even if nothing changed",
-                description="Train although data and spec equal the last decided run's.",
-            ),
-            "replay": Param(
-                False,
-                type="boolean",
-                title="Part of a replay",
-                description="Set by `make replay` on its backfill runs; leave it off.",
+                description="Train although data and spec equal the last decided run's. "
+                "Setting epochs or models trains anyway.",
             ),
         },
     )
@@ -205,10 +228,18 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         def data_changed(ingested: dict[str, Any]) -> bool:
             steps = _steps()
 
-            params = get_current_context()["params"]
-            return steps.data_changed(
-                ingested["run_dir"], force=params["force"], replay=params["replay"]
-            )["changed"]
+            context = get_current_context()
+            forced_by = _forced_by(context)
+            result = steps.data_changed(
+                ingested["run_dir"],
+                force=forced_by is not None,
+                forced_by=forced_by or "",
+                replay=_run_type(context) == "backfill",  # `make replay` runs a backfill
+            )
+            # The reason, for the DAG-run note and the pipeline page (the return value is the
+            # short-circuit's condition).
+            context["ti"].xcom_push(key="reason", value=result["reason"])
+            return result["changed"]
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +296,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
                 result = steps.promote(decided["run_dir"], run_id=context["run_id"])
             if result["version"] is None:  # the champion moved since the gate: no event
                 raise AirflowSkipException(result["refused"])
-            context["outlet_events"][champion].extra = {"version": result["version"]}
+            context["outlet_events"][champion].extra = _champion_extra(result, context["run_id"])
             return result
 
         @task(trigger_rule="none_failed")
@@ -312,18 +343,30 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
         default_args=_default_args(spec),
     )
     def forecasting():
-        @task
+        published = forecast_asset(spec)
+
+        @task(outlets=[published])
         def forecast() -> dict[str, Any]:
             steps = _steps()
 
             context = get_current_context()
             try:
                 with _no_retry_on_bad_input():
-                    return steps.forecast(
+                    result = steps.forecast(
                         spec_file, run_id=context["run_id"], cutoff=_cutoff(context)
                     )
             except steps.NoChampionError as err:
                 raise AirflowSkipException(str(err)) from err
+            times = list(result["forecast"])
+            context["outlet_events"][published].extra = {
+                "run_id": context["run_id"],
+                "version": result["version"],
+                "origin": result["origin"],
+                "first": times[0],
+                "last": times[-1],
+                "location": result["forecast_dir"],
+            }
+            return result
 
         @task
         def score_forecasts(made: dict[str, Any]) -> dict[str, Any]:
@@ -374,7 +417,7 @@ champion pointer moves; the change is recorded in the registry history and trigg
                 result = steps.rollback(
                     spec_file, params["version"], run_id=context["run_id"], reason=params["reason"]
                 )
-            context["outlet_events"][champion].extra = {"version": result["version"]}
+            context["outlet_events"][champion].extra = _champion_extra(result, context["run_id"])
             return result
 
         rollback()

@@ -18,13 +18,15 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 ARTIFACT_ROOT_ENV = "FRESHCAST_ARTIFACT_ROOT"
+# The Airflow connection that reaches a URL root (credentials, endpoint); see `use_url_store`.
+STORAGE_CONN_ENV = "FRESHCAST_STORAGE_CONN_ID"
 CACHE_DIR_ENV = "FRESHCAST_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "manifest.json"
@@ -502,3 +504,15 @@ def use_store(root: str, *, fs: Any) -> Store:
     key = (root, os.environ.get(CACHE_DIR_ENV))
     _stores[key] = Store(root, fs=fs)
     return _stores[key]
+
+
+def use_url_store(make_path: Callable[[str, str | None], Any]) -> Store:
+    """This process's store, its filesystem built by `make_path(root, conn_id)` when the root is
+    a URL: the DAGs and the UI plugin pass Airflow's `ObjectStoragePath`, so credentials and
+    endpoint come from the Airflow connection named by FRESHCAST_STORAGE_CONN_ID (none: the
+    filesystem's own defaults, e.g. the AWS environment variables). A folder root needs none.
+    """
+    root = os.environ.get(ARTIFACT_ROOT_ENV, "")
+    if not is_url(root):
+        return store()
+    return use_store(root, fs=make_path(root, os.environ.get(STORAGE_CONN_ENV) or None).fs)

@@ -71,7 +71,8 @@ def test_training_dag_shape(bundled, pipeline):
     # Registry changes go one at a time through a one-slot pool, on whatever worker.
     assert dag.get_task("promote").pool == "registry"
     assert bundled.dags[f"rollback_{pipeline}"].get_task("rollback").pool == "registry"
-    assert set(dag.params.keys()) == {"epochs", "models", "force", "replay"}
+    # `make replay` runs a backfill, which data_changed recognises: no switch in the form.
+    assert set(dag.params.keys()) == {"epochs", "models", "force"}
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -86,6 +87,10 @@ def test_assets_link_training_rollback_and_forecasts(bundled, pipeline):
     assert [a.uri for a in rollback.get_task("rollback").outlets] == [champion]
     forecast = bundled.dags[f"forecast_{pipeline}"]
     assert forecast.timetable.asset_condition.uri == champion  # a new champion forecasts at once
+    # Other DAGs can schedule on new forecasts.
+    assert [a.uri for a in forecast.get_task("forecast").outlets] == [
+        f"x-freshcast://{pipeline}/forecast"
+    ]
     assert forecast.timetable.timetable.expression == "0 0 * * *"  # and @daily, the default
 
 
@@ -144,14 +149,8 @@ def test_conf_is_validated_against_params(bundled):
         "epochs": 3,
         "models": ["gru"],
         "force": False,
-        "replay": False,
     }
-    assert validated({}) == {
-        "epochs": None,
-        "models": ["lstm", "gru"],
-        "force": False,
-        "replay": False,
-    }
+    assert validated({}) == {"epochs": None, "models": ["lstm", "gru"], "force": False}
     assert validated({"force": True})["force"] is True
     bad_confs = ({"epochs": "abc"}, {"epochs": 0}, {"models": ["transformer"]}, {"models": []})
     for bad in (*bad_confs, {"force": "yes"}):
@@ -167,3 +166,65 @@ def test_rollback_needs_a_version(bundled):
         params.validate()  # no version given
     params.update({"version": 2})
     assert params.validate() == {"version": 2, "reason": "manual rollback"}
+
+
+def _context(conf, *, force=False, run_type="manual"):
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(conf=conf, run_type=run_type)
+    return {"dag_run": run, "params": {"force": force}}
+
+
+def test_an_explicit_epochs_or_models_in_the_conf_trains_even_when_nothing_changed():
+    sys.path.insert(0, str(PROJECT_ROOT / "dags"))
+    try:
+        import forecast_pipelines as dags
+    finally:
+        sys.path.remove(str(PROJECT_ROOT / "dags"))
+    assert dags._forced_by(_context({})) is None
+    assert dags._forced_by(_context({"epochs": None})) is None  # the form's empty default
+    assert dags._forced_by(_context({}, force=True)) == "conf force=true"
+    assert dags._forced_by(_context({"epochs": 2})) == (
+        "conf sets epochs, which trains even when nothing changed"
+    )
+    assert "epochs and models" in dags._forced_by(_context({"epochs": 2, "models": ["gru"]}))
+    assert dags._run_type(_context({}, run_type="backfill")) == "backfill"
+
+
+def test_the_ui_plugin_loads_with_its_views_and_imports_nothing_heavy():
+    """Every task process imports the plugins: this one must cost nothing (FastAPI, pandas,
+    TensorFlow load on the first page request in the api-server)."""
+    heavy = ("fastapi", "pandas", "matplotlib", "tensorflow", "freshcast.pages")
+    code = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(PROJECT_ROOT / 'plugins')!r})\n"
+        "from freshcast_ui import FreshcastPlugin as P\n"
+        "views = [(v['destination'], v['url_route'], v['href']) for v in P.external_views]\n"
+        "apps = [a['url_prefix'] for a in P.fastapi_apps]\n"
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]\n"
+        "print(json.dumps({'views': views, 'heavy': heavy, 'apps': apps}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert result["apps"] == ["/freshcast"]
+    assert result["views"] == [
+        ["nav", "forecasts", "freshcast/"],
+        ["dag", "freshcast-pipeline", "freshcast/dags/{DAG_ID}"],
+        ["dag_run", "freshcast-report", "freshcast/dags/{DAG_ID}/runs/{RUN_ID}"],
+    ]
+    # Relative hrefs (no leading slash): the UI resolves them under its base URL, so a reverse
+    # proxy's prefix works.
+    assert not any(href.startswith("/") for _, _, href in result["views"])
+
+
+def test_tensorflow_starts_without_chatter_on_stderr():
+    """Airflow shows a task's stderr as red ERROR lines: importing TensorFlow through the
+    package must print nothing there, even when TF_CPP_MIN_LOG_LEVEL is not set."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import freshcast.models, tensorflow as tf; tf.constant(1.0) + 1.0"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == ""
