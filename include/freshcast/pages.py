@@ -1,0 +1,972 @@
+"""What the freshcast pages in the Airflow UI show, gathered and rendered as HTML.
+
+The plugin (`plugins/freshcast_ui.py`) does Airflow's part: the login, the user's permissions,
+the routes, and what only Airflow knows (its DAG runs, their states and notes, the next
+scheduled run), passed in as plain dicts (`AirflowRun`-shaped: dag_id, run_id, state, run_type,
+run_after, note). Everything else is read here from the artifact store and the registry, through
+the same `artifacts.store()` the tasks write, so the pages work with a folder root and an
+`s3://` root alike. This module never imports airflow.
+
+Nothing in a URL becomes a path: a pipeline is looked up by name among the loaded specs, a run
+among the run folders the store lists, and a file among the outputs its step's manifest lists.
+Every string shown is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from freshcast import artifacts, display
+from freshcast.artifacts import MANIFEST, ArtifactError, read_json
+from freshcast.spec import PipelineSpec, load_valid_specs
+
+RUN_KINDS = ("train", "forecast", "rollback")
+# Step folders whose listed outputs the pages may serve, per kind of run.
+SERVED_STEPS = {"train": ("report",), "forecast": ("forecast", "score")}
+SERVED_SUFFIXES = {".png": "image/png", ".csv": "text/csv; charset=utf-8"}
+MAX_RUNS = 40  # runs on the leaderboard-over-runs chart and table
+esc = html.escape
+
+
+class NotFound(LookupError):
+    """No such pipeline, run or file (or one the URL may not name); the plugin answers 404."""
+
+
+# ------------------------------------------------------------------------------ lookups
+
+
+def specs() -> dict[str, PipelineSpec]:
+    """Every loaded pipeline spec by name (the same specs the DAG file builds DAGs from)."""
+    return {spec.name: spec for spec in load_valid_specs()}
+
+
+def pipeline(name: str) -> PipelineSpec:
+    """The spec named `name`; NotFound for anything else (`..`, a path, an unknown name)."""
+    found = specs().get(name)
+    if found is None:
+        raise NotFound(f"no pipeline named {name!r}")
+    return found
+
+
+def dag_pipeline(dag_id: str) -> tuple[PipelineSpec, str]:
+    """The pipeline a DAG belongs to and the DAG's kind (train, forecast, rollback)."""
+    for spec in specs().values():
+        for kind, owned in zip(RUN_KINDS, dag_ids(spec), strict=True):
+            if owned == dag_id:
+                return spec, kind
+    raise NotFound(f"{dag_id!r} is not a freshcast DAG")
+
+
+def dag_ids(spec: PipelineSpec) -> tuple[str, str, str]:
+    """The pipeline's training, forecast and rollback DAG ids, in RUN_KINDS order."""
+    return spec.dag_id, spec.forecast_dag_id, spec.rollback_dag_id
+
+
+def _runs_root(spec: PipelineSpec, kind: str) -> Path:
+    root = artifacts.artifact_root() / spec.name
+    return root / "runs" if kind == "train" else root / "forecasts" / "runs"
+
+
+def run_dir(spec: PipelineSpec, kind: str, run_id: str) -> Path:
+    """The run's folder in the working copy, if the store lists it; NotFound otherwise.
+
+    A run id that looks like a path (a slash, a backslash, `..`, a leading dot) is refused;
+    the rest goes through `safe_run_id` (letters, digits, `._-` only) and must then be a folder
+    the store holds.
+    """
+    if kind not in SERVED_STEPS:
+        raise NotFound(f"{kind} runs keep no files")
+    if re.search(r"[/\\\x00]|\.\.", run_id) or run_id.startswith("."):
+        raise NotFound(f"no run {run_id!r}")  # no Airflow run id looks like a path
+    try:
+        folder = artifacts.safe_run_id(run_id)
+    except ValueError:
+        raise NotFound(f"no run {run_id!r}") from None
+    root = _runs_root(spec, kind)
+    if folder not in artifacts.store().names(root):
+        raise NotFound(f"{spec.name} has no {kind} run {run_id!r}")
+    return root / folder
+
+
+def read_output(step_dir: Path, name: str) -> Path | None:
+    """One output of a finished step, fetched alone (not the whole folder) and checked against
+    its manifest's sha256; None when the step has not finished (no manifest)."""
+    store = artifacts.store()
+    if not store.get(step_dir / MANIFEST):
+        return None
+    entry = read_json(step_dir / MANIFEST)["outputs"].get(name)
+    if entry is None:
+        return None
+    path = step_dir / entry["path"]
+    if not (path.exists() and artifacts.sha256_file(path) == entry["sha256"]):
+        store.get(path)
+    return artifacts.verify_file(path, entry["sha256"], what=f"{step_dir.name}.{name}")
+
+
+def served_file(spec: PipelineSpec, kind: str, run_id: str, step: str, name: str) -> Path:
+    """A picture or table a page shows: a listed output of one of the run's served steps."""
+    if step not in SERVED_STEPS.get(kind, ()) or Path(name).suffix not in SERVED_SUFFIXES:
+        raise NotFound(f"{step}/{name} is not served")
+    step_dir = run_dir(spec, kind, run_id) / step
+    store = artifacts.store()
+    if not store.get(step_dir / MANIFEST):
+        raise NotFound(f"{step} of run {run_id!r} has not finished")
+    outputs = read_json(step_dir / MANIFEST)["outputs"]
+    for key, entry in outputs.items():
+        if entry["path"] == name:  # relative to the step folder: a plain file name
+            path = read_output(step_dir, key)
+            if path is not None:
+                return path
+    raise NotFound(f"{step} of run {run_id!r} has no file {name!r}")
+
+
+def _json_output(step_dir: Path, name: str) -> Any:
+    path = read_output(step_dir, name)
+    return None if path is None else read_json(path)
+
+
+# ------------------------------------------------------------------------------ page data
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a pipeline's figures are shown: its target's unit and the data's decimals."""
+
+    unit: str = ""
+    decimals: int = 2
+
+    def metric(self, metric: str, value: Any) -> str:
+        return display.metric_value(metric, value, decimals=self.decimals, unit=self.unit)
+
+    def value(self, value: Any) -> str:
+        return display.with_unit(display.number(value, self.decimals + 1), self.unit)
+
+
+def champion(spec: PipelineSpec) -> dict[str, Any] | None:
+    """The model in service: version, model, metric, score, since, run and data end."""
+    from freshcast.registry import Registry
+
+    registry = Registry(spec.name)
+    pointer = registry.champion()
+    if pointer is None:
+        return None
+    meta = registry.meta(pointer["version"])
+    metric = meta.get("metric", spec.metric)
+    return {
+        "version": pointer["version"],
+        "since": pointer["since"],
+        "model": meta["model"]["name"],
+        "type": meta["model"].get("type"),
+        "metric": metric,
+        "score": meta.get("scores", {}).get(metric),
+        "run_id": meta["lineage"]["run_id"],
+        "data_end": meta["lineage"].get("data_end"),
+        **(meta.get("display") or {"unit": spec.unit, "decimals": 2}),
+    }
+
+
+def shown(spec: PipelineSpec, champ: Mapping[str, Any] | None = None) -> Shown:
+    if champ:
+        return Shown(champ.get("unit", spec.unit), int(champ.get("decimals", 2)))
+    return Shown(spec.unit)
+
+
+def run_decision(spec: PipelineSpec, run_id: str) -> dict[str, Any] | None:
+    """A training run's gate decision with its verdict in words, if its gate finished."""
+    from freshcast.gate import verdict
+    from freshcast.registry import Registry
+
+    try:
+        folder = run_dir(spec, "train", run_id)
+    except NotFound:
+        return None
+    decision = _json_output(folder / "gate", "decision")
+    if decision is None:
+        return None
+    metrics = _json_output(folder / "evaluate", "metrics") or {}
+    event = Registry(spec.name).find_event(run_id=run_id, kinds=("promoted",))
+    promoted = event["version"] if event else None
+    decision["verdict"] = verdict(
+        decision,
+        promoted=promoted,
+        unit=metrics.get("unit", spec.unit),
+        decimals=metrics.get("decimals", 2),
+    )
+    decision["promoted"] = promoted
+    return decision
+
+
+def latest_forecast(spec: PipelineSpec, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The newest forecast run (of `runs`, newest first) whose forecast folder is published:
+    its rows, and the live accuracy from its scoring when that finished."""
+    import pandas as pd
+
+    for run in runs:
+        try:
+            folder = run_dir(spec, "forecast", run["run_id"])
+        except NotFound:
+            continue
+        path = read_output(folder / "forecast", "forecast_csv")
+        if path is None:
+            continue
+        rows = pd.read_csv(path)
+        params = read_json(folder / "forecast" / MANIFEST)["params"]
+        accuracy = None
+        by_version = read_output(folder / "score", "by_version")
+        if by_version is not None:
+            accuracy = pd.read_csv(by_version).to_dict("records")
+        return {
+            "run_id": run["run_id"],
+            "dag_id": spec.forecast_dag_id,
+            "version": params.get("version"),
+            "made_at": str(rows["made_at"].iloc[0]),
+            "origin": str(rows["origin"].iloc[0]),
+            "rows": rows[["time", "step", "forecast"]].to_dict("records"),
+            "accuracy": accuracy,
+            "scored": by_version is not None,
+            **(params.get("display") or {"unit": spec.unit, "decimals": 2}),
+        }
+    return None
+
+
+def overview_row(spec: PipelineSpec, airflow: Mapping[str, Any]) -> dict[str, Any]:
+    """One pipeline on the overview: champion, last training run and its outcome, next run,
+    latest forecast and its live accuracy.
+
+    Args:
+        airflow: {"train_runs": [run, ...] newest first, "forecast_runs": [...],
+            "next_run": ISO time or None, "paused": bool}.
+    """
+    champ = champion(spec)
+    train_runs = list(airflow.get("train_runs") or [])
+    last = dict(train_runs[0]) if train_runs else None
+    if last is not None:
+        decision = run_decision(spec, last["run_id"])
+        last["outcome"] = (decision or {}).get("verdict") or last.get("note") or ""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "target": spec.target,
+        "unit": spec.unit,
+        "metric": spec.metric,
+        "dag_ids": dag_ids(spec),
+        "champion": champ,
+        "last_run": last,
+        "next_run": airflow.get("next_run"),
+        "paused": airflow.get("paused"),
+        "forecast": latest_forecast(spec, airflow.get("forecast_runs") or []),
+    }
+
+
+def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Every evaluated training run, oldest first: its candidate, the champion re-scored on
+    its test window, every model and baseline on the spec's metric, and the decision."""
+    known = {artifacts.safe_run_id(r["run_id"]): r for r in airflow_runs}
+    rows = []
+    root = _runs_root(spec, "train")
+    for folder in artifacts.store().names(root):
+        metrics = _json_output(root / folder / "evaluate", "metrics")
+        if metrics is None:
+            continue
+        run = known.get(folder, {"run_id": folder, "state": None})
+        decision = run_decision(spec, run["run_id"]) if run.get("state") is not None else None
+        if decision is None:
+            decision = _json_output(root / folder / "gate", "decision")
+        written = read_json(root / folder / "evaluate" / MANIFEST).get("written_at", "")
+        metric = metrics["metric"]
+        scores = {name: s.get(metric) for name, s in metrics["scores"].items()}
+        champion_score = None
+        if decision:
+            held = [s.get(metric) for s in decision["scores"].values() if s["role"] == "champion"]
+            champion_score = held[0] if held else None
+        rows.append(
+            {
+                "run_id": run["run_id"],
+                "state": run.get("state"),
+                "written_at": written,
+                "metric": metric,
+                "unit": metrics.get("unit", spec.unit),
+                "decimals": metrics.get("decimals", 2),
+                "kinds": {name: s["kind"] for name, s in metrics["scores"].items()},
+                "scores": scores,
+                "candidate": (decision or {}).get("candidate"),
+                "champion_version": (decision or {}).get("champion_version"),
+                "champion_score": champion_score,
+                "promoted": (decision or {}).get("promoted"),
+                "verdict": (decision or {}).get("verdict", ""),
+            }
+        )
+    rows.sort(key=lambda r: r["written_at"])
+    return rows[-MAX_RUNS:]
+
+
+def registry_view(spec: PipelineSpec) -> dict[str, Any]:
+    """Versions with their lineage and every event (promoted, refused, rolled back)."""
+    from freshcast.registry import Registry
+
+    registry = Registry(spec.name)
+    pointer = registry.champion()
+    versions = []
+    for version in registry.versions():
+        try:
+            meta = registry.meta(version)
+        except ArtifactError:
+            continue
+        metric = meta.get("metric", spec.metric)
+        lineage = meta.get("lineage", {})
+        versions.append(
+            {
+                "version": version,
+                "model": meta["model"]["name"],
+                "type": meta["model"].get("type"),
+                "metric": metric,
+                "score": meta.get("scores", {}).get(metric),
+                "run_id": lineage.get("run_id"),
+                "data_start": lineage.get("data_start"),
+                "data_end": lineage.get("data_end"),
+                "compared_to": lineage.get("compared_to"),
+                "git_commit": lineage.get("git_commit"),
+                "data_sha256": lineage.get("data_sha256"),
+                "serving": bool(pointer and pointer["version"] == version),
+                **(meta.get("display") or {"unit": spec.unit, "decimals": 2}),
+            }
+        )
+    events = []
+    for event in reversed(registry.history()):
+        decision = event.get("decision") or {}
+        if event["kind"] == "rolled_back":
+            what = f"v{event.get('from_version') or '?'} → v{event['version']}"
+            why = [event.get("reason") or ""]
+        elif event["kind"] == "promoted":
+            what = f"{decision.get('candidate')} → v{event['version']}"
+            why = decision.get("reasons", [])
+        else:
+            what = f"{decision.get('candidate')} refused"
+            why = decision.get("reasons", [])
+        events.append(
+            {
+                "seq": event["seq"],
+                "at": event["at"],
+                "kind": event["kind"],
+                "run_id": event.get("run_id"),
+                "what": what,
+                "reasons": [r for r in why if r and r not in ("promote", "refuse")],
+            }
+        )
+    return {
+        "champion": pointer["version"] if pointer else None,
+        "versions": versions,
+        "events": events,
+    }
+
+
+def forecast_table(spec: PipelineSpec, limit: int = 30) -> list[dict[str, Any]]:
+    """The newest forecast rows of the history, with the actual value where it has arrived
+    (from the latest scoring), newest target time first."""
+    import pandas as pd
+
+    from freshcast.forecasts import history_path, read_history
+
+    path = history_path(spec.name)
+    if not artifacts.store().get(path):
+        return []
+    history = read_history(path)
+    if history.empty:
+        return []
+    actual = {}
+    newest = history.sort_values("made_at").iloc[-1]["run_id"]
+    try:
+        scored_path = read_output(run_dir(spec, "forecast", newest) / "score", "scored")
+    except NotFound:
+        scored_path = None
+    if scored_path is not None:
+        scored = pd.read_parquet(scored_path).dropna(subset=["actual"])
+        actual = {(r.run_id, str(r.time), int(r.step)): r.actual for r in scored.itertuples()}
+    recent = history.sort_values(["time", "made_at"], ascending=False).head(limit)
+    return [
+        {
+            "time": str(r.time),
+            "step": int(r.step),
+            "forecast": float(r.forecast),
+            "actual": actual.get((r.run_id, str(r.time), int(r.step))),
+            "version": int(r.model_version),
+            "made_at": str(r.made_at),
+            "run_id": r.run_id,
+        }
+        for r in recent.itertuples()
+    ]
+
+
+def pipeline_detail(spec: PipelineSpec, airflow: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the pipeline page shows (also its JSON endpoint)."""
+    summary = overview_row(spec, airflow)
+    runs = runs_over_time(spec, airflow.get("train_runs") or [])
+    return {
+        **summary,
+        "runs": runs,
+        "registry": registry_view(spec),
+        "forecasts": forecast_table(spec),
+    }
+
+
+# ------------------------------------------------------------------------------ DAG-run notes
+
+
+def run_note(kind: str, states: Mapping[str, str], results: Mapping[str, Any]) -> str | None:
+    """The note a finished run gets in Airflow's grid: what it did, in one sentence.
+
+    Args:
+        kind: "train", "forecast" or "rollback".
+        states: task id -> state of the run's task instances (mapped tasks: any one).
+        results: task id -> its XCom return value; "data_changed.reason" -> the skip reason.
+    """
+    failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
+    if failed:
+        return f"failed at {', '.join(failed)}: see the task log for the error and its fix"
+    if kind == "train":
+        if results.get("data_changed") is False:
+            reason = results.get("data_changed.reason") or "nothing changed"
+            return f"trained nothing: {reason}"
+        promoted = results.get("promote") or {}
+        if promoted.get("verdict"):
+            return promoted["verdict"]
+        gate = results.get("gate") or {}
+        return gate.get("verdict")
+    if kind == "forecast":
+        made = results.get("forecast")
+        if not made:
+            return "forecast nothing: the pipeline has no champion yet" if states else None
+        unit, decimals = made.get("unit", ""), int(made.get("decimals", 2))
+        steps = list(made["forecast"].items())
+        shown = ", ".join(
+            f"{_when(t)}: {display.with_unit(display.number(v, decimals + 1), unit)}"
+            for t, v in steps[:3]
+        )
+        more = f" (+{len(steps) - 3} more)" if len(steps) > 3 else ""
+        return f"v{made['version']} forecast {shown}{more}"
+    if kind == "rollback":
+        done = results.get("rollback") or {}
+        if done:
+            return (
+                f"champion v{done.get('from_version') or '?'} → v{done['version']} "
+                f"({done.get('model', '')}): {done.get('reason', '')}"
+            )
+    return None
+
+
+def _when(iso: str) -> str:
+    """An ISO time as a person reads it: the date alone at midnight, else date and time."""
+    text = str(iso).replace("T", " ")
+    date, _, clock = text.partition(" ")
+    clock = clock[:5]
+    return date if clock in ("", "00:00") else f"{date} {clock}"
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+@dataclass(frozen=True)
+class Links:
+    """URLs the pages link to, built by the plugin from where Airflow is mounted.
+
+    Attributes:
+        root: Airflow's own root path ("" or a proxy prefix), for its pages and its API.
+        plugin: the plugin app's root path (root + "/freshcast").
+    """
+
+    root: str
+    plugin: str
+
+    def dag(self, dag_id: str) -> str:
+        return f"{self.root}/dags/{_q(dag_id)}"
+
+    def run(self, dag_id: str, run_id: str) -> str:
+        return f"{self.root}/dags/{_q(dag_id)}/runs/{_q(run_id)}"
+
+    def pipeline(self, spec_or_name: Any) -> str:
+        """The pipeline's page as a tab of its training DAG in the Airflow UI."""
+        name = getattr(spec_or_name, "name", spec_or_name)
+        return f"{self.root}/dags/train_{_q(name)}/plugin/freshcast-pipeline"
+
+    def report(self, dag_id: str, run_id: str) -> str:
+        return f"{self.run(dag_id, run_id)}/plugin/freshcast-report"
+
+    def overview(self) -> str:
+        return f"{self.root}/plugin/forecasts"
+
+    def files(self, pipeline_name: str, kind: str, run_id: str, step: str) -> str:
+        return f"{self.plugin}/files/{_q(pipeline_name)}/{kind}/{_q(run_id)}/{step}/"
+
+    def api(self) -> str:
+        return f"{self.root}/api/v2"
+
+
+def _q(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(part), safe="")
+
+
+def _a(href: str, text: str) -> str:
+    """A link that opens in the whole Airflow window, not inside the plugin's frame."""
+    return f'<a href="{esc(href, quote=True)}" target="_top">{esc(text)}</a>'
+
+
+PAGE_STYLE = """
+.cards { display: flex; flex-wrap: wrap; gap: 1em; }
+.card { border: 1px solid #ccc; border-radius: 6px; padding: 0.8em 1.2em; min-width: 280px; }
+.card h2 { margin-top: 0.2em; }
+.muted { color: #666; }
+.state-success { color: #1a7f37; } .state-failed { color: #cf222e; }
+.state-running, .state-queued { color: #9a6700; }
+td.left, th.left { text-align: left; white-space: normal; }
+nav.crumbs { margin-bottom: 1em; }
+nav.crumbs a { margin-right: 1em; }
+form.rollback label { margin-right: 1em; }
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A whole page: the reports' head and stylesheet plus the pages' own rules."""
+    from freshcast.report import page_head
+
+    head = page_head(title).replace("</style>", PAGE_STYLE + "</style>", 1)
+    return f"{head}{body}\n</body>\n</html>\n"
+
+
+def _state(state: Any) -> str:
+    state = str(state or "none")
+    return f'<span class="state-{esc(state)}">{esc(state)}</span>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> str:
+    """A table of already-escaped cells; the first `left` columns left-aligned."""
+
+    def cells(tag: str, row: Sequence[str]) -> str:
+        return "".join(
+            f'<{tag} class="left">{c}</{tag}>' if i < left else f"<{tag}>{c}</{tag}>"
+            for i, c in enumerate(row)
+        )
+
+    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
+    return f"<table><thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _champion_text(champ: Mapping[str, Any] | None, spec_metric: str) -> str:
+    if not champ:
+        return "none yet: no model has passed the gate"
+    show = Shown(champ.get("unit", ""), int(champ.get("decimals", 2)))
+    return (
+        f"v{champ['version']} {esc(champ['model'])}, {esc(champ['metric'])} "
+        f"{esc(show.metric(champ['metric'], champ['score']))}, in service since "
+        f"{esc(_when(champ['since']))}"
+    )
+
+
+def _forecast_text(made: Mapping[str, Any] | None) -> str:
+    if not made:
+        return "none yet"
+    show = Shown(made.get("unit", ""), int(made.get("decimals", 2)))
+    steps = ", ".join(
+        f"{esc(_when(r['time']))}: {esc(show.value(r['forecast']))}" for r in made["rows"][:3]
+    )
+    more = f" (+{len(made['rows']) - 3} more)" if len(made["rows"]) > 3 else ""
+    return (
+        f'{steps}{more} <span class="muted">by v{esc(str(made["version"]))}, data up to '
+        f"{esc(_when(made['origin']))}</span>"
+    )
+
+
+def _accuracy_text(made: Mapping[str, Any] | None) -> str:
+    if not made:
+        return "no forecasts yet"
+    rows = made.get("accuracy")
+    if not made.get("scored"):
+        return "not scored yet"
+    if not rows:
+        first = made["rows"][0]["time"] if made["rows"] else "?"
+        return (
+            "no actuals have arrived yet: accuracy appears once the data reaches the first "
+            f"forecast time ({esc(_when(first))})"
+        )
+    show = Shown(made.get("unit", ""), int(made.get("decimals", 2)))
+    return "; ".join(
+        f"v{int(r['model_version'])}: MAE {esc(show.metric('mae', r['mae']))} over "
+        f"{int(r['scored_steps'])} forecast steps"
+        for r in rows
+    )
+
+
+def render_overview(rows: Sequence[Mapping[str, Any]], links: Links) -> str:
+    """The nav page: one card per pipeline the user may read."""
+    if not rows:
+        body = (
+            "<p>No pipeline to show: none is loaded, or your login may read none of their "
+            "DAGs. Add a spec to the pipelines folder (see the README).</p>"
+        )
+        return page("freshcast: forecasts", body)
+    cards = []
+    for row in rows:
+        train_id, forecast_id, _ = row["dag_ids"]
+        last = row["last_run"]
+        if last:
+            last_html = (
+                f"{_a(links.run(train_id, last['run_id']), last['run_id'])} "
+                f"{_state(last.get('state'))}<br>{esc(last.get('outcome') or '')}"
+            )
+        else:
+            last_html = "never run"
+        made = row["forecast"]
+        made_html = _forecast_text(made)
+        if made:
+            made_html += " " + _a(links.report(forecast_id, made["run_id"]), "forecast run")
+        next_run = esc(_when(row["next_run"])) if row.get("next_run") else "not scheduled"
+        if row.get("paused"):
+            next_run += " (paused)"
+        items = [
+            ("Champion", _champion_text(row["champion"], row["metric"])),
+            ("Last training run", last_html),
+            ("Next training run", next_run),
+            ("Latest forecast", made_html),
+            ("Live accuracy", _accuracy_text(made)),
+        ]
+        table = "".join(
+            f'<tr><th class="left">{k}</th><td class="left">{v}</td></tr>' for k, v in items
+        )
+        cards.append(
+            f'<div class="card"><h2>{_a(links.pipeline(row["name"]), row["name"])}</h2>'
+            f'<p class="muted">{esc(row["description"])}</p>'
+            f"<p>Forecasts {esc(display.column_label(row['target'], row['unit']))}; "
+            f"DAGs {_a(links.dag(train_id), train_id)}, {_a(links.dag(forecast_id), forecast_id)}"
+            f"</p><table>{table}</table></div>"
+        )
+    return page("freshcast: forecasts", f'<div class="cards">{"".join(cards)}</div>')
+
+
+def _runs_chart(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The metric of every model, baseline and the champion per training run, as a PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = list(range(1, len(runs) + 1))
+    names: dict[str, str] = {}
+    for run in runs:
+        names.update(run["kinds"])
+    for name, kind in sorted(names.items(), key=lambda kv: (kv[1] != "model", kv[0])):
+        y = [_float(run["scores"].get(name)) for run in runs]
+        style = {"linestyle": "--", "alpha": 0.7} if kind == "baseline" else {"linewidth": 1.8}
+        ax.plot(x, y, marker="o", markersize=4, label=name, **style)
+    held = [_float(run["champion_score"]) for run in runs]
+    if any(math.isfinite(v) for v in held):
+        ax.plot(x, held, color="black", marker="s", linewidth=2.2, label="champion (re-scored)")
+    promoted = [i + 1 for i, run in enumerate(runs) if run.get("promoted")]
+    for i in promoted:
+        ax.axvline(i, color="tab:green", alpha=0.25, linewidth=6)
+    metric, unit = runs[-1]["metric"], runs[-1]["unit"]
+    ax.set_xlabel("training run (oldest to newest; green: promoted)")
+    ax.set_ylabel(display.metric_label(metric, unit) + ", lower is better")
+    ax.set_xticks(x)
+    ax.legend(fontsize="small", ncols=2)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{esc(metric)} per training run">'
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def render_pipeline(
+    detail: Mapping[str, Any], links: Links, *, can_rollback: bool, can_see_forecasts: bool
+) -> str:
+    """The pipeline page: status, leaderboard over runs, registry, forecasts, rollback."""
+    name = detail["name"]
+    train_id, forecast_id, rollback_id = detail["dag_ids"]
+    crumbs = (
+        f'<nav class="crumbs">{_a(links.overview(), "all pipelines")}'
+        f"{_a(links.dag(train_id), train_id)}{_a(links.dag(forecast_id), forecast_id)}"
+        f"{_a(links.dag(rollback_id), rollback_id)}</nav>"
+    )
+    parts = [crumbs, f'<p class="muted">{esc(detail["description"])}</p>']
+    parts.append(render_overview_items(detail, links))
+    parts.append(_runs_section(detail, links))
+    parts.append(_registry_section(detail, links))
+    if can_see_forecasts:
+        parts.append(_forecasts_section(detail, links))
+    if can_rollback:
+        parts.append(_rollback_form(detail, links))
+    return page(f"freshcast: {name}", "\n".join(parts))
+
+
+def render_overview_items(detail: Mapping[str, Any], links: Links) -> str:
+    train_id = detail["dag_ids"][0]
+    last = detail["last_run"]
+    last_html = "never run"
+    if last:
+        last_html = (
+            f"{_a(links.run(train_id, last['run_id']), last['run_id'])} "
+            f"{_state(last.get('state'))}: {esc(last.get('outcome') or '')} "
+            f"({_a(links.report(train_id, last['run_id']), 'report')})"
+        )
+    rows = [
+        ("Champion", _champion_text(detail["champion"], detail["metric"])),
+        ("Last training run", last_html),
+        (
+            "Next training run",
+            esc(_when(detail["next_run"])) if detail.get("next_run") else "not scheduled",
+        ),
+        ("Latest forecast", _forecast_text(detail["forecast"])),
+        ("Live accuracy", _accuracy_text(detail["forecast"])),
+    ]
+    body = "".join(f'<tr><th class="left">{k}</th><td class="left">{v}</td></tr>' for k, v in rows)
+    return f"<h2>Now</h2><table>{body}</table>"
+
+
+def _runs_section(detail: Mapping[str, Any], links: Links) -> str:
+    runs = detail["runs"]
+    train_id = detail["dag_ids"][0]
+    if not runs:
+        return "<h2>Leaderboard over runs</h2><p>No training run has been evaluated yet.</p>"
+    metric, unit = runs[-1]["metric"], runs[-1]["unit"]
+    names = sorted(
+        {n for r in runs for n in r["kinds"]},
+        key=lambda n: (runs[-1]["kinds"].get(n) != "model", n),
+    )
+    header = ["#", "run", "state", *map(esc, names), f"champion ({esc(metric)})", "decision"]
+    rows = []
+    for i, run in enumerate(reversed(runs)):
+        show = Shown(run["unit"], int(run["decimals"]))
+        best = run.get("candidate")
+        cells = [
+            str(len(runs) - i),
+            _a(links.report(train_id, run["run_id"]), run["run_id"]),
+            _state(run.get("state")),
+        ]
+        for n in names:
+            text = esc(show.metric(metric, run["scores"].get(n))) if n in run["scores"] else ""
+            cells.append(f"<b>{text}</b>" if n == best else text)
+        version = run.get("champion_version")
+        held = esc(show.metric(metric, run["champion_score"])) if version else "none"
+        cells.append(f"v{version} {held}" if version else held)
+        cells.append(esc(run.get("verdict") or ""))
+        rows.append(cells)
+    table = _table(header, rows, left=3)
+    return (
+        f"<h2>Leaderboard over runs ({esc(display.metric_label(metric, unit))}, test split of each "
+        f'run)</h2>{_runs_chart(runs)}<p class="muted">Bold: the run\'s candidate. The champion '
+        f"column is the model in service re-scored on that run's test window.</p>{table}"
+    )
+
+
+def _registry_section(detail: Mapping[str, Any], links: Links) -> str:
+    registry = detail["registry"]
+    train_id = detail["dag_ids"][0]
+    rows = []
+    for v in registry["versions"]:
+        show = Shown(v.get("unit", ""), int(v.get("decimals", 2)))
+        rows.append(
+            [
+                f"v{v['version']}" + (" <b>(serving)</b>" if v["serving"] else ""),
+                esc(f"{v['model']} ({v['type']})"),
+                esc(f"{v['metric']} {show.metric(v['metric'], v['score'])}"),
+                _a(links.report(train_id, v["run_id"]), v["run_id"]) if v.get("run_id") else "",
+                esc(f"{_when(v.get('data_start') or '')} to {_when(v.get('data_end') or '')}"),
+                esc(f"v{v['compared_to']}" if v.get("compared_to") else "none"),
+                esc((v.get("git_commit") or "")[:10]),
+            ]
+        )
+    versions = (
+        _table(
+            ["version", "model", "score", "trained by run", "data", "beat", "commit"], rows, left=5
+        )
+        if rows
+        else "<p>No version yet.</p>"
+    )
+    events = (
+        _table(
+            ["#", "when", "event", "what", "run", "why"],
+            [
+                [
+                    str(e["seq"]),
+                    esc(_when(e["at"])),
+                    esc(e["kind"].replace("_", " ")),
+                    esc(e["what"]),
+                    _a(links.report(train_id, e["run_id"]), e["run_id"])
+                    if e.get("run_id") and e["kind"] != "rolled_back"
+                    else esc(e.get("run_id") or ""),
+                    "<br>".join(esc(r) for r in e["reasons"]),
+                ]
+                for e in registry["events"]
+            ],
+            left=6,
+        )
+        if registry["events"]
+        else "<p>No event yet.</p>"
+    )
+    return f"<h2>Registry: versions</h2>{versions}<h2>Registry: history</h2>{events}"
+
+
+def _forecasts_section(detail: Mapping[str, Any], links: Links) -> str:
+    made = detail["forecast"]
+    rows = detail["forecasts"]
+    if not rows:
+        return (
+            "<h2>Forecasts</h2><p>No forecast yet: the forecast DAG runs after the first "
+            "promotion.</p>"
+        )
+    show = Shown(made.get("unit", "") if made else "", int(made.get("decimals", 2)) if made else 2)
+    table = _table(
+        ["time", "step", "forecast", "actual", "error", "by", "made at"],
+        [
+            [
+                esc(_when(r["time"])),
+                str(r["step"]),
+                esc(show.value(r["forecast"])),
+                esc(show.value(r["actual"])) if r["actual"] is not None else "not yet",
+                esc(show.value(r["forecast"] - r["actual"])) if r["actual"] is not None else "",
+                f"v{r['version']}",
+                esc(_when(r["made_at"])),
+            ]
+            for r in rows
+        ],
+        left=1,
+    )
+    picture = ""
+    if made and made.get("scored"):
+        forecast_id = detail["dag_ids"][1]
+        src = links.files(detail["name"], "forecast", made["run_id"], "score") + "history.png"
+        picture = (
+            f'<img src="{esc(src, quote=True)}" alt="past forecasts against the actual values">'
+            f"<p>{_a(links.report(forecast_id, made['run_id']), 'the latest forecast run')}</p>"
+        )
+    note = ""
+    if all(r["actual"] is None for r in rows):
+        note = (
+            "<p>No actuals have arrived yet for these forecasts; they are scored once the data "
+            "reaches their times.</p>"
+        )
+    return f"<h2>Forecasts (newest first)</h2>{picture}{note}{table}"
+
+
+def _rollback_form(detail: Mapping[str, Any], links: Links) -> str:
+    """A form that starts the rollback DAG through Airflow's REST API with the user's own
+    login (the session cookie); Airflow checks the permission again."""
+    registry = detail["registry"]
+    versions = [v["version"] for v in registry["versions"]]
+    if not versions:
+        return ""
+    rollback_id = detail["dag_ids"][2]
+    options = "".join(
+        f'<option value="{v}"{" selected" if v != registry["champion"] else ""}>v{v}</option>'
+        for v in versions
+    )
+    endpoint = f"{links.api()}/dags/{_q(rollback_id)}/dagRuns"
+    return f"""<h2>Roll back</h2>
+<form class="rollback" id="rollback" data-endpoint="{esc(endpoint, quote=True)}"
+ data-run-base="{esc(links.dag(rollback_id), quote=True)}/runs/">
+<label>version <select name="version">{options}</select></label>
+<label>reason <input name="reason" value="manual rollback from the UI" size="40" required></label>
+<button type="submit">Start {esc(rollback_id)}</button>
+<span id="rollback-result" role="status"></span>
+</form>
+<script>
+document.getElementById("rollback").addEventListener("submit", async (event) => {{
+  event.preventDefault();
+  const form = event.target, out = document.getElementById("rollback-result");
+  const conf = {{version: Number(form.version.value), reason: form.reason.value}};
+  out.textContent = "starting...";
+  const response = await fetch(form.dataset.endpoint, {{
+    method: "POST", credentials: "same-origin",
+    headers: {{"Content-Type": "application/json"}},
+    body: JSON.stringify({{logical_date: null, conf: conf}}),
+  }});
+  const body = await response.json().catch(() => ({{}}));
+  if (response.ok) {{
+    const link = document.createElement("a");
+    link.href = form.dataset.runBase + encodeURIComponent(body.dag_run_id);
+    link.target = "_top";
+    link.textContent = "started run " + body.dag_run_id;
+    out.replaceChildren(link);
+  }} else {{
+    out.textContent = "refused (" + response.status + "): " + (body.detail || "");
+  }}
+}});
+</script>"""
+
+
+def render_run_page(
+    spec: PipelineSpec,
+    kind: str,
+    run: Mapping[str, Any],
+    links: Links,
+    *,
+    note: str | None = None,
+) -> str:
+    """The Report tab of one run: the training report, the forecast report, or what a
+    rollback did; or, while there is none, what the run did instead."""
+    from freshcast.report import render_forecast, render_run
+
+    run_id = run["run_id"]
+    dag_id = dag_ids(spec)[RUN_KINDS.index(kind)]
+    crumbs = (
+        f'<nav class="crumbs">{_a(links.pipeline(spec), f"pipeline {spec.name}")}'
+        f"{_a(links.dag(dag_id), dag_id)}{_a(links.run(dag_id, run_id), f'run {run_id}')}</nav>"
+    )
+    state = f"<p>Run state: {_state(run.get('state'))}" + (
+        f" — {esc(note)}</p>" if note else "</p>"
+    )
+    body = ""
+    if kind == "train":
+        summary = _summary(spec, "train", run_id, "report")
+        if summary is not None:
+            body = render_run(summary, files=links.files(spec.name, "train", run_id, "report"))
+        else:
+            body = (
+                "<p>This run has no report: it trained nothing, or its report task has not "
+                "finished.</p>"
+            )
+    elif kind == "forecast":
+        summary = _summary(spec, "forecast", run_id, "score")
+        if summary is not None:
+            body = render_forecast(
+                summary, files=links.files(spec.name, "forecast", run_id, "score")
+            )
+        else:
+            body = (
+                "<p>This run has no forecast report: it forecast nothing (no champion yet), "
+                "or it has not finished.</p>"
+            )
+    else:
+        body = (
+            "<p>A rollback run moves the champion pointer; the pipeline page shows the "
+            "registry history.</p>"
+        )
+    title = f"freshcast: {spec.name}, {kind} run {run_id}"
+    return page(title, crumbs + state + body)
+
+
+def _summary(spec: PipelineSpec, kind: str, run_id: str, step: str) -> dict[str, Any] | None:
+    try:
+        folder = run_dir(spec, kind, run_id)
+    except NotFound:
+        return None
+    return _json_output(folder / step, "summary")
+
+
+def render_message(title: str, message: str, *, link: tuple[str, str] | None = None) -> str:
+    """A short page for a refusal or a missing thing (401, 403, 404)."""
+    extra = f"<p>{_a(*link)}</p>" if link else ""
+    return page(title, f"<p>{esc(message)}</p>{extra}")

@@ -1,0 +1,352 @@
+"""The UI pages' data and HTML, over real run folders made by the steps (no Airflow): what each
+page shows, that nothing in a URL reaches outside the artifact store, that every string is
+escaped, and that the pages read an `s3://` store as they read a folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from freshcast import artifacts, pages, steps
+from tests.helpers import add_partition, serving_spec, train_run
+
+pytestmark = pytest.mark.slow
+
+LINKS = pages.Links(root="/airflow", plugin="/airflow/freshcast")
+
+
+def airflow_runs(*run_ids: str, dag_id: str = "train_tiny", state: str = "success") -> list:
+    """What the plugin passes in for these runs (newest first)."""
+    return [
+        {"dag_id": dag_id, "run_id": r, "state": state, "run_type": "manual", "note": None}
+        for r in run_ids
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny pipeline after two training runs (v1 promoted; run2 decided on new data), one
+    forecast made before the actuals and one after them."""
+    tmp = tmp_path_factory.mktemp("served")
+    with pytest.MonkeyPatch.context() as mp:
+        spec_file, landing = serving_spec(tmp, mp, unit="kW")
+        mp.setenv("FRESHCAST_PIPELINES_DIR", str(spec_file.parent))
+        first = train_run(spec_file, "run1")
+        made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+        steps.score_forecasts(made["forecast_dir"], run_id="f1")
+        add_partition(landing, "part-001.csv", slice(200, 240))
+        second = train_run(spec_file, "run2")
+        made = steps.forecast(spec_file, run_id="f2", cutoff=None)
+        steps.score_forecasts(made["forecast_dir"], run_id="f2")
+        spec = pages.pipeline("tiny")
+        airflow = {
+            "train_runs": airflow_runs("run2", "run1"),
+            "forecast_runs": airflow_runs("f2", "f1", dag_id="forecast_tiny"),
+            "next_run": "2024-09-01T00:00:00+00:00",
+            "paused": False,
+        }
+        yield {"spec": spec, "airflow": airflow, "first": first, "second": second, "tmp": tmp}
+
+
+def test_the_overview_says_champion_last_run_next_run_forecast_and_live_accuracy(served):
+    row = pages.overview_row(served["spec"], served["airflow"])
+    champion = row["champion"]
+    assert champion["model"] == "gru" and champion["unit"] == "kW"
+    assert champion["version"] == (2 if served["second"]["promote"] else 1)
+    assert row["last_run"]["run_id"] == "run2"
+    verdict = row["last_run"]["outcome"]
+    assert verdict.startswith(
+        "gru promoted to v2" if served["second"]["promote"] else "champion v1"
+    )
+    assert "kW" not in verdict  # the metric is MASE, a ratio: no unit on it
+    made = row["forecast"]
+    assert made["run_id"] == "f2" and made["version"] == champion["version"]
+    assert [r["step"] for r in made["rows"]] == [1, 2]
+    assert made["rows"][0]["time"].startswith("2024-08-28")  # the day after the last row
+    # f1 forecast 2024-07-19 and -20, whose actuals arrived with the second partition.
+    assert [a["model_version"] for a in made["accuracy"]] == [1]
+    assert made["accuracy"][0]["scored_steps"] == 2
+
+    html = pages.render_overview([row], LINKS)
+    assert 'href="/airflow/dags/train_tiny/plugin/freshcast-pipeline" target="_top"' in html
+    assert 'href="/airflow/dags/train_tiny/runs/run2" target="_top"' in html
+    assert "v1: MAE " in html and " kW over 2 forecast steps" in html
+    assert "2024-09-01" in html  # the next run
+    assert re.search(r"2024-08-28: \d+\.\d+ kW", html)  # the latest forecast with its date
+
+
+def test_the_pipeline_page_has_runs_over_time_registry_forecasts_and_rollback(served):
+    detail = pages.pipeline_detail(served["spec"], served["airflow"])
+    runs = detail["runs"]
+    assert [r["run_id"] for r in runs] == ["run1", "run2"]  # oldest first
+    assert set(runs[0]["scores"]) == {"gru", "persistence", "seasonal_naive_7", "ridge"}
+    assert runs[0]["champion_version"] is None and runs[1]["champion_version"] == 1
+    held = _decision("run2")["scores"]["champion_v1"]["mase"]  # v1 re-scored on run2's window
+    assert runs[1]["champion_score"] == pytest.approx(held)
+    versions = detail["registry"]["versions"]
+    assert versions[0]["version"] == 1 and versions[0]["run_id"] == "run1"
+    assert versions[0]["data_end"].startswith("2024-07-18")
+    kinds = [e["kind"] for e in detail["registry"]["events"]]  # newest first
+    assert kinds[-1] == "promoted" and len(kinds) == 2
+    table = detail["forecasts"]
+    assert {r["run_id"] for r in table} == {"f1", "f2"}
+    arrived = [r for r in table if r["run_id"] == "f1"]
+    assert all(r["actual"] is not None for r in arrived)  # actuals beside past forecasts
+    assert all(r["actual"] is None for r in table if r["run_id"] == "f2")
+
+    html = pages.render_pipeline(detail, LINKS, can_rollback=True, can_see_forecasts=True)
+    assert "Leaderboard over runs" in html and "data:image/png;base64," in html
+    assert 'href="/airflow/dags/train_tiny/runs/run1/plugin/freshcast-report"' in html
+    assert "Registry: history" in html and "gru → v1" in html
+    assert 'data-endpoint="/airflow/api/v2/dags/rollback_tiny/dagRuns"' in html
+    assert 'src="/airflow/freshcast/files/tiny/forecast/f2/score/history.png"' in html
+    hidden = pages.render_pipeline(detail, LINKS, can_rollback=False, can_see_forecasts=False)
+    assert "Roll back" not in hidden and "Forecasts (newest first)" not in hidden
+
+
+def _decision(run_id):
+    from freshcast.artifacts import read_json
+
+    return read_json(
+        artifacts.artifact_root() / "tiny" / "runs" / run_id / "gate" / "decision.json"
+    )
+
+
+def test_a_run_tab_shows_its_report_or_says_why_there_is_none(served):
+    spec = served["spec"]
+    train = pages.render_run_page(spec, "train", {"run_id": "run1", "state": "success"}, LINKS)
+    assert "Leaderboard" in train and "persistence" in train
+    assert 'src="/airflow/freshcast/files/tiny/train/run1/report/forecast.png"' in train
+    assert 'href="/airflow/dags/train_tiny/runs/run1" target="_top"' in train
+    forecast = pages.render_run_page(spec, "forecast", {"run_id": "f2", "state": "success"}, LINKS)
+    assert "Pipeline tiny, forecast run f2" in forecast and "forecast (kW)" in forecast
+    note = "trained nothing: data and spec are identical to run run2"
+    skipped = pages.render_run_page(
+        spec, "train", {"run_id": "run3", "state": "success"}, LINKS, note=note
+    )
+    assert "has no report" in skipped and note in skipped
+
+
+def test_only_listed_outputs_of_served_steps_are_files(served):
+    spec = served["spec"]
+    png = pages.served_file(spec, "train", "run1", "report", "forecast.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert pages.served_file(spec, "forecast", "f2", "score", "history.png").exists()
+    for kind, run_id, step, name in [
+        ("train", "run1", "evaluate", "leaderboard.csv"),  # not a served step
+        ("train", "run1", "report", "manifest.json"),  # not a served suffix
+        ("train", "run1", "report", "summary.json"),
+        ("train", "run1", "report", "../../registry/champion.json"),
+        ("train", "run1", "report", "nothing.png"),  # not listed
+        ("train", "..", "report", "forecast.png"),
+        ("train", "../run1", "report", "forecast.png"),
+        ("train", "/etc/passwd", "report", "forecast.png"),
+        ("train", "%2e%2e", "report", "forecast.png"),
+        ("train", "run1/../../..", "report", "forecast.png"),
+        ("rollback", "run1", "report", "forecast.png"),
+        ("forecast", "f2", "report", "forecast.png"),
+    ]:
+        with pytest.raises(pages.NotFound):
+            pages.served_file(spec, kind, run_id, step, name)
+
+
+@pytest.mark.parametrize(
+    "name", ["..", "../tiny", "tiny/..", "/etc/passwd", "%2F", "tiny%2F..", "", "TINY", "tiny "]
+)
+def test_a_pipeline_name_outside_the_loaded_specs_is_not_found(served, name):
+    with pytest.raises(pages.NotFound):
+        pages.pipeline(name)
+
+
+@pytest.mark.parametrize("dag_id", ["train_..", "train_", "forecast_../x", "other_dag", "tiny"])
+def test_a_dag_outside_the_pipelines_is_not_found(served, dag_id):
+    with pytest.raises(pages.NotFound):
+        pages.dag_pipeline(dag_id)
+
+
+def test_a_dags_kind_is_found_from_its_id(served):
+    assert [pages.dag_pipeline(d)[1] for d in pages.dag_ids(served["spec"])] == list(
+        pages.RUN_KINDS
+    )
+
+
+def test_the_pages_read_an_s3_store_as_they_read_a_folder(tmp_path, monkeypatch, s3_root):
+    """Runs written to `s3://` by one worker; the pages read them from an empty working copy."""
+    spec_file, _ = serving_spec(tmp_path, monkeypatch)
+    monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(spec_file.parent))
+    monkeypatch.setenv(artifacts.ARTIFACT_ROOT_ENV, s3_root)
+    monkeypatch.setenv(artifacts.CACHE_DIR_ENV, str(tmp_path / "worker"))
+    train_run(spec_file, "run1")
+    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    steps.score_forecasts(made["forecast_dir"], run_id="f1")
+
+    monkeypatch.setenv(artifacts.CACHE_DIR_ENV, str(tmp_path / "api-server"))  # nothing local
+    spec = pages.pipeline("tiny")
+    airflow = {
+        "train_runs": airflow_runs("run1"),
+        "forecast_runs": airflow_runs("f1", dag_id="forecast_tiny"),
+    }
+    detail = pages.pipeline_detail(spec, airflow)
+    assert detail["champion"]["version"] == 1 and detail["runs"][0]["run_id"] == "run1"
+    assert detail["forecast"]["run_id"] == "f1" and len(detail["forecasts"]) == 2
+    png = pages.served_file(spec, "train", "run1", "report", "loss.png")
+    assert png.is_relative_to(tmp_path / "api-server") and png.read_bytes()[:4] == b"\x89PNG"
+    page = pages.render_run_page(spec, "train", {"run_id": "run1", "state": "success"}, LINKS)
+    assert "Leaderboard" in page
+    # Only what the pages showed was fetched: not the run's snapshot, arrays or models.
+    fetched = {p.name for p in (tmp_path / "api-server").rglob("*") if p.is_file()}
+    assert not fetched & {"snapshot.parquet", "scaled.npy", "model.keras", "predictions.parquet"}
+
+
+# ---------------------------------------------------------------- escaping, notes (no runs)
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def hostile_detail() -> dict:
+    """A pipeline page's data where every name a user controls holds markup."""
+    run = {
+        "run_id": f"manual__{HOSTILE}",
+        "state": "success",
+        "metric": "mae",
+        "unit": HOSTILE,
+        "decimals": 1,
+        "kinds": {HOSTILE: "model", "persistence": "baseline"},
+        "scores": {HOSTILE: 1.0, "persistence": 2.0},
+        "candidate": HOSTILE,
+        "champion_version": None,
+        "champion_score": None,
+        "promoted": 1,
+        "verdict": HOSTILE,
+        "written_at": "2024-01-01",
+    }
+    champion = {
+        "version": 1,
+        "since": "2024-01-01T00:00:00+00:00",
+        "model": HOSTILE,
+        "metric": "mae",
+        "score": 1.0,
+        "unit": HOSTILE,
+        "decimals": 1,
+    }
+    return {
+        "name": "tiny",
+        "description": HOSTILE,
+        "target": HOSTILE,
+        "unit": HOSTILE,
+        "metric": "mae",
+        "dag_ids": ("train_tiny", "forecast_tiny", "rollback_tiny"),
+        "champion": champion,
+        "last_run": {**run, "outcome": HOSTILE, "note": HOSTILE},
+        "next_run": None,
+        "paused": False,
+        "forecast": {
+            "run_id": HOSTILE,
+            "version": 1,
+            "origin": "2024-01-01",
+            "rows": [{"time": HOSTILE, "step": 1, "forecast": 1.0}],
+            "accuracy": [],
+            "scored": True,
+            "unit": HOSTILE,
+            "decimals": 1,
+        },
+        "runs": [run],
+        "registry": {
+            "champion": 1,
+            "versions": [
+                {
+                    "version": 1,
+                    "model": HOSTILE,
+                    "type": HOSTILE,
+                    "metric": "mae",
+                    "score": 1.0,
+                    "run_id": HOSTILE,
+                    "data_start": HOSTILE,
+                    "data_end": HOSTILE,
+                    "compared_to": None,
+                    "git_commit": HOSTILE,
+                    "serving": True,
+                    "unit": HOSTILE,
+                    "decimals": 1,
+                }
+            ],
+            "events": [
+                {
+                    "seq": 1,
+                    "at": HOSTILE,
+                    "kind": "promoted",
+                    "run_id": HOSTILE,
+                    "what": HOSTILE,
+                    "reasons": [HOSTILE],
+                }
+            ],
+        },
+        "forecasts": [
+            {
+                "time": HOSTILE,
+                "step": 1,
+                "forecast": 1.0,
+                "actual": None,
+                "version": 1,
+                "made_at": HOSTILE,
+                "run_id": HOSTILE,
+            }
+        ],
+    }
+
+
+def test_every_name_a_user_controls_is_shown_as_text():
+    detail = hostile_detail()
+    pages_html = [
+        pages.render_overview([detail], LINKS),
+        pages.render_pipeline(detail, LINKS, can_rollback=True, can_see_forecasts=True),
+        pages.render_message(HOSTILE, HOSTILE, link=(HOSTILE, HOSTILE)),
+    ]
+    for html in pages_html:
+        assert "<script>alert" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_run_notes_say_what_each_kind_of_run_did():
+    assert pages.run_note(
+        "train",
+        {"data_changed": "success", "validate": "skipped"},
+        {"data_changed": False, "data_changed.reason": "data and spec are identical to run r1"},
+    ) == ("trained nothing: data and spec are identical to run r1")
+    refused = "champion v3 kept: candidate gru 2.31 °C vs 2.25 °C (mae)"
+    assert pages.run_note("train", {"gate": "success"}, {"gate": {"verdict": refused}}) == refused
+    promoted = {"promote": {"verdict": "gru promoted to v4: mae 2.17 °C"}, "gate": {"verdict": "x"}}
+    assert pages.run_note("train", {}, promoted) == "gru promoted to v4: mae 2.17 °C"
+    assert pages.run_note("train", {"validate": "failed", "window": "upstream_failed"}, {}) == (
+        "failed at validate, window: see the task log for the error and its fix"
+    )
+    made = {
+        "version": 2,
+        "unit": "°C",
+        "decimals": 1,
+        "forecast": {"2016-01-01T00:00:00+00:00": 6.2391, "2016-01-02T06:00:00+00:00": 7.0},
+    }
+    assert pages.run_note("forecast", {"forecast": "success"}, {"forecast": made}) == (
+        "v2 forecast 2016-01-01: 6.24 °C, 2016-01-02 06:00: 7.00 °C"
+    )
+    assert pages.run_note("forecast", {"forecast": "skipped"}, {}) == (
+        "forecast nothing: the pipeline has no champion yet"
+    )
+    rolled = {"version": 1, "from_version": 2, "model": "lstm", "reason": "v2 drifts"}
+    assert pages.run_note("rollback", {"rollback": "success"}, {"rollback": rolled}) == (
+        "champion v2 → v1 (lstm): v2 drifts"
+    )
+
+
+def test_links_quote_run_ids_and_keep_airflows_root():
+    links = pages.Links(root="", plugin="/freshcast")
+    run_id = "manual__2024-01-01T00:00:00+00:00"
+    assert links.report("train_x", run_id) == (
+        "/dags/train_x/runs/manual__2024-01-01T00%3A00%3A00%2B00%3A00/plugin/freshcast-report"
+    )
+    assert links.files("x", "train", "a/b", "report") == "/freshcast/files/x/train/a%2Fb/report/"
+    assert LINKS.overview() == "/airflow/plugin/forecasts"
+    assert Path(LINKS.api()).name == "v2"
