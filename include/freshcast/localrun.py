@@ -26,13 +26,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
+
+from freshcast import display
+from freshcast.artifacts import ArtifactError
+
+if TYPE_CHECKING:
+    from freshcast.spec import PipelineSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -89,6 +96,30 @@ class Airflow:
     @property
     def passwords_file(self) -> Path:
         return self.home / "simple_auth_manager_passwords.json.generated"
+
+
+# ---------------------------------------------------------------- pages in the Airflow UI
+# The freshcast plugin adds these to Airflow's own UI (plugins/); they need the UI's login.
+
+
+def overview_url(af: Airflow) -> str:
+    """The page of every pipeline: champions, last runs, forecasts."""
+    return f"{af.url}/plugin/forecasts"
+
+
+def pipeline_url(af: Airflow, pipeline: str) -> str:
+    """One pipeline's page, a tab of its training DAG."""
+    return f"{af.url}/dags/train_{pipeline}/plugin/freshcast-pipeline"
+
+
+def run_url(af: Airflow, dag_id: str, run_id: str) -> str:
+    """A DAG run in the Airflow UI: its tasks, their logs."""
+    return f"{af.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}"
+
+
+def report_url(af: Airflow, dag_id: str, run_id: str) -> str:
+    """The report tab of a run: a training run's leaderboard, a forecast run's forecasts."""
+    return f"{run_url(af, dag_id, run_id)}/plugin/freshcast-report"
 
 
 # ---------------------------------------------------------------- set-up
@@ -377,10 +408,11 @@ def password(af: Airflow, *, timeout: float = 60.0) -> str:
 class Client:
     """A small client of Airflow's REST API v2, logged in as the generated admin user."""
 
-    def __init__(self, af: Airflow) -> None:
+    def __init__(self, af: Airflow, *, password_timeout: float = 60.0) -> None:
         self.af = af
+        secret = password(af, timeout=password_timeout)
         response = httpx.post(
-            f"{af.url}/auth/token", json={"username": USER, "password": password(af)}, timeout=30
+            f"{af.url}/auth/token", json={"username": USER, "password": secret}, timeout=30
         )
         if response.status_code not in (200, 201):
             raise LocalRunError(f"login to {af.url} failed: {response.status_code} {response.text}")
@@ -516,17 +548,82 @@ def _spec_error(error: dict[str, Any]) -> str:
     return f"{error['filename']}: {trace[trace.index(marker) :] if marker in trace else trace}"
 
 
-def format_leaderboard(board: list[dict[str, Any]], metric: str) -> str:
-    lines = [
-        f"Leaderboard: test split, in the data's units, ranked by {metric}",
-        f"  {'rank':>4}  {'name':<22} {'kind':<9} {'MAE':>9} {'RMSE':>9} {'MASE':>7}",
+# Columns of the leaderboard besides the ranked metric, which is shown too when it is another.
+BOARD_METRICS = ("mae", "rmse", "mase")
+DEFAULT_DECIMALS = 2  # an XCom written before the data's decimals were recorded
+
+
+def format_leaderboard(
+    board: list[dict[str, Any]], metric: str, *, unit: str = "", decimals: int = DEFAULT_DECIMALS
+) -> str:
+    """The evaluate task's leaderboard as text: errors in the data's units, rounded to what data
+    recorded with `decimals` places supports, and each entry's skill against persistence.
+
+    Args:
+        board: rows {"rank", "name", "kind", <metric>: float, ...}, best first.
+        metric: the metric the board is ranked by.
+        unit: the data's unit ("°C"), shown in the headers; "" for none.
+        decimals: the decimals the data is recorded with.
+    """
+    shown = [*BOARD_METRICS, *([metric] if metric not in BOARD_METRICS else [])]
+    persistence = next((row for row in board if row["name"] == "persistence"), {})
+    names = max([len("name"), *(len(row["name"]) for row in board)])
+    kinds = max([len("kind"), *(len(row["kind"]) for row in board)])
+
+    # table() left-aligns only its first column: rank, name and kind share it.
+    def first(rank: Any, name: str, kind: str) -> str:
+        return f"{rank:>4}  {name:<{names}}  {kind:<{kinds}}"
+
+    header = [first("rank", "name", "kind"), *(display.metric_label(m, unit) for m in shown)]
+    header.append(display.metric_label("skill"))
+    rows = [
+        [
+            first(row["rank"], row["name"], row["kind"]),
+            *(display.number(row.get(m), display.metric_decimals(m, decimals)) for m in shown),
+            display.number(
+                display.skill(row.get("mae"), persistence.get("mae")),
+                display.metric_decimals("skill", decimals),
+            ),
+        ]
+        for row in board
     ]
-    for row in board:
-        lines.append(
-            f"  {row['rank']:>4}  {row['name']:<22} {row['kind']:<9} "
-            f"{row['mae']:>9.4g} {row['rmse']:>9.4g} {row['mase']:>7.4g}"
-        )
-    return "\n".join(lines)
+    title = f"Leaderboard: test split, in the data's units, ranked by {metric}"
+    return f"{title}\n{display.table(rows, header)}"
+
+
+def data_time(stamp: str) -> str:
+    """A timestamp of the data, on the data's own clock: its ISO date at midnight, else date
+    and time."""
+    moment = datetime.fromisoformat(stamp)
+    if moment.time() == datetime.min.time():
+        return moment.date().isoformat()
+    return moment.replace(tzinfo=None).isoformat(
+        sep=" ", timespec="minutes" if not moment.second else "seconds"
+    )
+
+
+def clock_time(stamp: str | None) -> str:
+    """When something happened or will happen, to the minute in UTC."""
+    if not stamp:
+        return "n/a"
+    moment = datetime.fromisoformat(stamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def format_forecast(
+    made: dict[str, Any], *, unit: str = "", decimals: int = DEFAULT_DECIMALS
+) -> str:
+    """The forecast task's result as one line: each step's time and its value to one decimal
+    more than the data is recorded with (as the forecast task logs it)."""
+    steps = ", ".join(
+        f"{data_time(t)}: {display.with_unit(display.number(v, decimals + 1), unit)}"
+        for t, v in made["forecast"].items()
+    )
+    return (
+        f"Forecast:   {steps} (version {made['version']}, data up to {data_time(made['origin'])})"
+    )
 
 
 def run_pipeline(
@@ -567,20 +664,29 @@ def run_pipeline(
             )
         else:
             evaluated = client.xcom(dag_id, run_id, "evaluate")
+            unit = evaluated.get("unit", "")
+            decimals = evaluated.get("decimals", DEFAULT_DECIMALS)
             decided = client.xcom(dag_id, run_id, "gate")
-            say(format_leaderboard(evaluated["leaderboard"], evaluated["metric"]))
+            say(
+                format_leaderboard(
+                    evaluated["leaderboard"], evaluated["metric"], unit=unit, decimals=decimals
+                )
+            )
             say("")
             say("Gate: " + "; ".join(decided["reasons"]))
             if states.get("promote") == "success":
                 promoted = client.xcom(dag_id, run_id, "promote")
                 say(f"Champion:   {promoted['model']} is now version {promoted['version']}")
-                _report_forecast(client, forecast_id, forecasts_before, say=say)
+                _report_forecast(
+                    client, forecast_id, forecasts_before, unit=unit, decimals=decimals, say=say
+                )
             else:
                 held = decided.get("champion")
                 say(f"Champion:   {'version ' + str(held) if held else 'none yet'} (unchanged)")
-            say(f"Report:     {client.xcom(dag_id, run_id, 'report')['html']}")
+            say(f"Report:     {report_url(af, dag_id, run_id)}")
         say(f"Registry:   make registry PIPELINE={pipeline}")
-    say(f"Airflow UI: {af.url}/dags/{dag_id}  (login: {USER} / {password(af)})")
+    say(f"Airflow UI: {run_url(af, dag_id, run_id)}")
+    say(f"Results:    {pipeline_url(af, pipeline)}  (login: {USER} / {password(af)})")
     say("Stop it with `make stop`.")
     return 0 if state == "success" else 1
 
@@ -590,6 +696,8 @@ def _report_forecast(
     forecast_id: str,
     before: set[str],
     *,
+    unit: str,
+    decimals: int,
     say: Callable[[str], None],
     timeout: float = 300.0,
 ) -> None:
@@ -610,10 +718,10 @@ def _report_forecast(
             say(f"  failed {failure}")
         return
     made = client.xcom(forecast_id, run_id, "forecast")
-    scored = client.xcom(forecast_id, run_id, "score_forecasts")
-    steps = ", ".join(f"{t[:10]}: {v:.4g}" for t, v in made["forecast"].items())
-    say(f"Forecast:   {steps} (version {made['version']}, data up to {made['origin'][:10]})")
-    say(f"Forecasts:  {scored['html']}")
+    # The forecast's own unit and decimals where its XCom carries them (they are the data's).
+    unit, decimals = made.get("unit", unit), made.get("decimals", decimals)
+    say(format_forecast(made, unit=unit, decimals=decimals))
+    say(f"Forecasts:  {report_url(client.af, forecast_id, run_id)}")
 
 
 def rollback_pipeline(
@@ -635,7 +743,10 @@ def rollback_pipeline(
     result = client.xcom(dag_id, run_id, "rollback")
     say(f"Champion:   version {result['version']} (was {result['from_version']})")
     if not client.get(f"/dags/{forecast_id}")["is_paused"]:
-        _report_forecast(client, forecast_id, forecasts_before, say=say)
+        unit, decimals = result.get("unit", ""), result.get("decimals", DEFAULT_DECIMALS)
+        _report_forecast(
+            client, forecast_id, forecasts_before, unit=unit, decimals=decimals, say=say
+        )
     return 0
 
 
@@ -664,6 +775,7 @@ def replay(
     # Airflow also runs the schedule's latest tick once a DAG has backfilled runs (catchup is
     # off); the marker makes that run skip, so it cannot promote today's model mid-replay.
     registry.start_replay(start=start, end=end)
+    # No run conf: the DAG takes every run of type "backfill" as part of a replay.
     response = client.http.post(
         "/backfills",
         json={
@@ -672,7 +784,6 @@ def replay(
             "to_date": f"{end}T00:00:00Z",
             "max_active_runs": 1,
             "reprocess_behavior": "completed",
-            "dag_run_conf": {"replay": True},
         },
     )
     if response.status_code >= 400:
@@ -695,8 +806,10 @@ def _follow_replay(
     poll: float,
 ) -> int:
     start, end, pipeline = backfill["from_date"][:10], backfill["to_date"][:10], registry.pipeline
+    spec = _spec(pipeline)
     say(f"backfill {backfill['id']} of {dag_id} from {start} to {end}: one run per schedule tick")
-    say(f"  {'run (data up to)':<18} {'decision':<26} figures ({_metric(pipeline)})")
+    figures = display.metric_label(spec.metric, spec.unit)
+    say(f"  {'run (data up to)':<18} {'decision':<26} figures, {figures}")
     done, failed = set(), 0
     while True:
         runs = [r for r in client.dag_runs(dag_id) if r["run_type"] == "backfill"]
@@ -704,7 +817,7 @@ def _follow_replay(
             if run["state"] in ("success", "failed") and run["dag_run_id"] not in done:
                 done.add(run["dag_run_id"])
                 failed += run["state"] == "failed"
-                say(_replay_line(client, registry, dag_id, run))
+                say(_replay_line(client, registry, dag_id, run, metric=spec.metric))
         finished = client.get(f"/backfills/{backfill['id']}").get("completed_at")
         if finished and all(r["state"] in ("success", "failed") for r in runs):
             break
@@ -714,10 +827,10 @@ def _follow_replay(
     return 1 if failed else 0
 
 
-def _metric(pipeline: str) -> str:
+def _spec(pipeline: str) -> PipelineSpec:
     from freshcast.spec import load_spec, pipelines_dir
 
-    return load_spec(pipelines_dir() / f"{pipeline}.yaml").metric
+    return load_spec(pipelines_dir() / f"{pipeline}.yaml")
 
 
 def _champion(registry: Any) -> str:
@@ -725,7 +838,9 @@ def _champion(registry: Any) -> str:
     return f"v{pointer['version']}" if pointer else "none"
 
 
-def _replay_line(client: Client, registry: Any, dag_id: str, run: dict[str, Any]) -> str:
+def _replay_line(
+    client: Client, registry: Any, dag_id: str, run: dict[str, Any], *, metric: str
+) -> str:
     when = (run.get("logical_date") or run["run_after"])[:10]
     if run["state"] == "failed":
         return f"  {when:<18} failed: " + "; ".join(client.failures(dag_id, run["dag_run_id"]))
@@ -737,16 +852,216 @@ def _replay_line(client: Client, registry: Any, dag_id: str, run: dict[str, Any]
         verdict = f"promoted {decision['candidate']} -> v{event['version']}"
     else:
         verdict = f"refused {decision['candidate']}"
+    decimals = DEFAULT_DECIMALS
+    with contextlib.suppress(LocalRunError):
+        decimals = client.xcom(dag_id, run["dag_run_id"], "evaluate").get("decimals", decimals)
     figures = dict(decision["figures"])
     first = [decision["candidate"], *(k for k in figures if k.startswith("champion_"))]
     ordered = [k for k in first if k in figures] + sorted(k for k in figures if k not in first)
     shown = ", ".join(
         f"{name.replace('_v', ' v', 1) if name.startswith('champion_') else name} "
-        f"{figures[name]:.4g}"
+        f"{display.number(figures[name], display.metric_decimals(metric, decimals))}"
         for name in ordered
         if figures[name] is not None
     )
     return f"  {when:<18} {verdict:<26} {shown}"
+
+
+# ---------------------------------------------------------------- make status
+# Gathering (processes, REST, registry) and formatting are apart: format_status reads plain
+# dicts, so its text is tested without Airflow.
+
+# The health report's name of each component; the api-server answers the report itself.
+HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+
+
+def airflow_status(af: Airflow) -> dict[str, Any]:
+    """{"pids": {component: pid or None}, "health": the health report or None}."""
+    return {"pids": {c: read_pid(af, c) for c in COMPONENTS}, "health": health(af)}
+
+
+def champion_status(registry: Any, *, metric: str) -> dict[str, Any] | None:
+    """The champion in service and its test score on `metric`; None before the first one.
+
+    Returns:
+        {"version", "model", "score", "decimals", "since"}, or {"version", "since", "error"}
+        when the registry cannot be read (version and since None if the pointer cannot).
+    """
+    pointer = None
+    try:
+        pointer = registry.champion()
+        meta = registry.meta(pointer["version"]) if pointer else {}
+    except (OSError, ValueError, KeyError, ArtifactError) as err:
+        known = pointer or {}
+        return {"version": known.get("version"), "since": known.get("since"), "error": str(err)}
+    if pointer is None:
+        return None
+    return {
+        "version": pointer["version"],
+        "model": meta["model"]["name"],
+        "score": meta.get("scores", {}).get(metric),
+        "decimals": (meta.get("display") or {}).get("decimals", DEFAULT_DECIMALS),
+        "since": pointer.get("since"),
+    }
+
+
+def dag_status(client: Any, dag_id: str) -> dict[str, Any]:
+    """The DAG's newest run and its next scheduled one, over REST.
+
+    Returns:
+        {"loaded": False} when Airflow has not loaded the DAG, else {"loaded": True,
+        "paused", "next_run" (ISO or None), "last_run" ({"run_id", "state", "run_after",
+        "note"} or None)}.
+    """
+    try:
+        dag = client.get(f"/dags/{dag_id}")
+    except LocalRunError:
+        return {"loaded": False}
+    runs = client.get(f"/dags/{dag_id}/dagRuns", order_by="-run_after", limit=1)["dag_runs"]
+    last = None
+    if runs:
+        run = runs[0]
+        last = {
+            "run_id": run["dag_run_id"],
+            "state": run["state"],
+            "run_after": run.get("run_after"),
+            "note": run.get("note"),
+        }
+    return {
+        "loaded": True,
+        "paused": dag.get("is_paused", False),
+        "next_run": dag.get("next_dagrun_run_after"),
+        "last_run": last,
+    }
+
+
+def gather_status(
+    af: Airflow,
+    *,
+    specs: Iterable[PipelineSpec] | None = None,
+    problems: list[str] | None = None,
+    registry: Callable[[str], Any] | None = None,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Everything `make status` shows, as plain data: Airflow's processes and health, and per
+    pipeline its champion (from the registry, even with Airflow down) and its runs (over REST).
+
+    `specs`, `problems`, `registry` (pipeline name -> Registry) and `client` default to the
+    loaded specs, their errors, the artifact store's registries and a client logged in to `af`.
+    """
+    from freshcast.registry import Registry
+    from freshcast.spec import load_valid_specs, spec_problems
+
+    status = {"url": af.url, "overview": overview_url(af), **airflow_status(af)}
+    if client is None and status["health"] is not None:
+        try:
+            client = Client(af, password_timeout=1)
+        except (LocalRunError, httpx.HTTPError) as err:
+            status["api_error"] = str(err)
+    status["api"] = client is not None
+    status["problems"] = spec_problems() if problems is None else problems
+    status["pipelines"] = [
+        {
+            "name": spec.name,
+            "metric": spec.metric,
+            "unit": spec.unit,
+            "url": pipeline_url(af, spec.name),
+            "champion": champion_status((registry or Registry)(spec.name), metric=spec.metric),
+            "dag": dag_status(client, spec.dag_id) if client is not None else None,
+        }
+        for spec in (load_valid_specs() if specs is None else specs)
+    ]
+    return status
+
+
+def components_up(status: dict[str, Any]) -> bool:
+    """Whether all four components run (`make status`'s exit code)."""
+    return all(status["pids"].get(c) for c in COMPONENTS)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """`gather_status`'s data as the text `make status` prints."""
+    pids, report = status["pids"], status["health"]
+    if not any(pids.values()) and report is None:
+        lines = [f"Airflow at {status['url']}: not running (start it with `make run`)"]
+    else:
+        word = "up" if components_up(status) and _healthy(report) else "partly up"
+        lines = [f"Airflow at {status['url']}: {word}"]
+        rows = []
+        for component in COMPONENTS:
+            pid = pids.get(component)
+            if component == "api-server":
+                state = "answering" if report is not None else "not answering"
+            else:
+                state = ((report or {}).get(HEALTH_KEYS[component]) or {}).get("status") or "n/a"
+            rows.append([component, str(pid) if pid else "not running", state])
+        database = ((report or {}).get("metadatabase") or {}).get("status") or "n/a"
+        rows.append(["metadatabase", "-", database])
+        lines.append(display.table(rows, ["component", "pid", "health"]))
+        if status.get("api_error"):
+            lines.append(f"  REST API: {status['api_error']}")
+    for pipeline in status["pipelines"]:
+        lines += ["", *_pipeline_lines(pipeline, api=status.get("api", False))]
+    for problem in status.get("problems", []):
+        lines += ["", f"not loaded: {problem.splitlines()[0]}"]
+    if status.get("api"):
+        lines += ["", f"All pipelines: {status['overview']}"]
+    return "\n".join(lines)
+
+
+def _pipeline_lines(pipeline: dict[str, Any], *, api: bool) -> list[str]:
+    lines = [pipeline["name"], f"  champion:  {_champion_text(pipeline)}"]
+    dag = pipeline.get("dag")
+    if not api or dag is None:
+        return lines  # the header says that Airflow is not running
+    if not dag["loaded"]:
+        return [*lines, f"  runs:      train_{pipeline['name']} is not loaded by Airflow yet"]
+    last = dag["last_run"]
+    if last is None:
+        lines.append("  last run:  none yet")
+    else:
+        lines.append(
+            f"  last run:  {last['state']}, {clock_time(last.get('run_after'))} ({last['run_id']})"
+        )
+        if last.get("note"):
+            lines.append(f"  note:      {last['note']}")
+    if dag["paused"]:
+        lines.append("  next run:  none (paused)")
+    elif dag["next_run"]:
+        lines.append(f"  next run:  {clock_time(dag['next_run'])}")
+    else:
+        lines.append("  next run:  none scheduled (triggered runs only)")
+    lines.append(f"  page:      {pipeline['url']}")
+    return lines
+
+
+def _champion_text(pipeline: dict[str, Any]) -> str:
+    champion = pipeline["champion"]
+    if champion is None:
+        return "none yet"
+    since = f"since {clock_time(champion['since'])}"
+    if "error" in champion:
+        if champion["version"] is None:
+            return f"unknown, the registry cannot be read: {champion['error']}"
+        return f"v{champion['version']} {since}; its bundle cannot be read: {champion['error']}"
+    metric = pipeline["metric"]
+    score = display.metric_value(
+        metric, champion["score"], decimals=champion["decimals"], unit=pipeline["unit"]
+    )
+    label = display.metric_label(metric)
+    return f"v{champion['version']} {champion['model']}, {label} {score}, {since}"
+
+
+def status(af: Airflow, *, as_json: bool = False, say: Callable[[str], None] = print) -> int:
+    """`make status`: 0 when all four components run, else 1. `as_json` prints only the pids
+    and the health report, for scripts."""
+    if as_json:
+        found = airflow_status(af)
+        say(json.dumps(found, indent=2))
+    else:
+        found = gather_status(af)
+        say(format_status(found))
+    return 0 if components_up(found) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -760,6 +1075,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", default="manual rollback", help="rollback: why")
     parser.add_argument("--start", help="replay: first date, YYYY-MM-DD")
     parser.add_argument("--end", help="replay: last date, YYYY-MM-DD")
+    parser.add_argument(
+        "--json", action="store_true", help="status: the pids and health report as JSON"
+    )
     parser.add_argument(
         "--training-slots", type=int, default=int(os.environ.get("TRAINING_POOL_SLOTS", "2"))
     )
@@ -775,9 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "up":
             up(af, pools=pools)
         elif args.command == "status":
-            pids = {c: read_pid(af, c) for c in COMPONENTS}
-            print(json.dumps({"pids": pids, "health": health(af)}, indent=2))
-            return 0 if all(pids.values()) else 1
+            return status(af, as_json=args.json)
         elif args.command == "rollback":
             if not args.version:
                 raise LocalRunError("rollback needs --version N (make rollback VERSION=N)")

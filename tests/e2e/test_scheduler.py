@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,7 +67,13 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     )
     output = "\n".join(lines)
     assert code == 0, output
-    assert "Leaderboard" in output and "persistence" in output and "Report:" in output
+    # The tiny pipeline has no unit: plain headers; persistence is its own skill's zero.
+    assert "Leaderboard: test split, in the data's units, ranked by mase" in lines, output
+    assert any(
+        re.fullmatch(r" +rank +name +kind +MAE +RMSE +MASE +skill vs persistence \(%\)", line)
+        for line in lines
+    ), output
+    assert any(re.fullmatch(r" +\d +persistence +baseline .* 0\.0", line) for line in lines)
     for task in (
         "ingest",
         "data_changed",
@@ -87,16 +94,38 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     assert "is now version 1" in output
     # The champion Asset's event started the forecast DAG: a run the scheduler created.
     assert "The new champion triggered forecast_tiny run asset_triggered__" in output
-    assert "Forecast:   2024-08-28: " in output and "(version 1, data up to 2024-08-27)" in output
+    number = r"-?\d+\.\d+"  # no unit after it
+    assert any(
+        re.fullmatch(
+            rf"Forecast:   2024-08-28: {number}, 2024-08-29: {number} "
+            r"\(version 1, data up to 2024-08-27\)",
+            line,
+        )
+        for line in lines
+    ), output
     # Every component listens on loopback only, and the log servers are off.
     assert f"127.0.0.1:{airflow.port}" in output
     client = localrun.Client(airflow)
     runs = client.get("/dags/train_tiny/dagRuns")["dag_runs"]
     assert [r["state"] for r in runs] == ["success"]  # no surprise scheduled run beside it
-    run_dir = Path(client.xcom("train_tiny", runs[0]["dag_run_id"], "report")["html"]).parents[1]
+    # Every link is a page in the Airflow UI, the pipeline's page last.
+    run_id = runs[0]["dag_run_id"]
+    (forecast_run,) = (
+        r for r in client.dag_runs("forecast_tiny") if r["run_type"] == "asset_triggered"
+    )
+    forecasts = localrun.report_url(airflow, "forecast_tiny", forecast_run["dag_run_id"])
+    assert f"Forecasts:  {forecasts}" in lines, output
+    assert f"Report:     {localrun.report_url(airflow, 'train_tiny', run_id)}" in lines, output
+    assert lines[-3:] == [
+        f"Airflow UI: {localrun.run_url(airflow, 'train_tiny', run_id)}",
+        f"Results:    {localrun.pipeline_url(airflow, 'tiny')}  "
+        f"(login: admin / {localrun.password(airflow)})",
+        "Stop it with `make stop`.",
+    ], output
+    run_dir = Path(client.xcom("train_tiny", run_id, "report")["html"]).parents[1]
     assert run_dir.parent == tiny["artifacts"] / "tiny" / "runs"
     # The pool that make run creates is the one train used.
-    tis = client.task_instances("train_tiny", runs[0]["dag_run_id"])
+    tis = client.task_instances("train_tiny", run_id)
     assert {ti["pool"] for ti in tis if ti["task_id"] == "train"} == {"training"}
 
     # Bad data: make run's exit code says so and its output names the row and the fix.
@@ -109,6 +138,22 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     assert "] validate                 failed" in output
     assert "failed validate: DataValidationError:" in output
     assert "column 'load', row 50: value 'oops' is not a number" in output
+    assert failed[-2] == (
+        f"Results:    {localrun.pipeline_url(airflow, 'bad')}  "
+        f"(login: admin / {localrun.password(airflow)})"
+    )
+
+    # make status: the champion from the registry, the runs over REST, the broken spec named.
+    status = localrun.gather_status(airflow)
+    assert localrun.components_up(status)
+    blocks = {b.split("\n")[0]: b for b in localrun.format_status(status).split("\n\n")}
+    assert blocks[f"Airflow at {airflow.url}: up"].count("healthy") == 4
+    assert blocks["tiny"].split("\n")[1].startswith("  champion:  v1 ")
+    assert "  last run:  success, " in blocks["tiny"] and f"({run_id})" in blocks["tiny"]
+    assert "  next run:  none scheduled (triggered runs only)" in blocks["tiny"]
+    assert f"  page:      {localrun.pipeline_url(airflow, 'tiny')}" in blocks["tiny"]
+    assert "  last run:  failed, " in blocks["bad"]
+    assert any(b.startswith("not loaded: ") and "broken.yaml" in b for b in blocks)
 
     errors = client.get("/importErrors")["import_errors"]
     assert [e["filename"] for e in errors] == ["spec_errors.py"]
