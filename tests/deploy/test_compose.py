@@ -107,6 +107,8 @@ def test_task_services_mount_the_code_and_the_artifact_volume(compose):
         assert CODE <= targets, name  # every Airflow service parses the same DAGs
     for name in TASK_SERVICES:
         assert ARTIFACTS in compose["services"][name]["volumes"], name
+    # The UI plugin's pages read the same artifacts, and only read them.
+    assert f"{ARTIFACTS}:ro" in compose["services"]["airflow-apiserver"]["volumes"]
     assert "freshcast-artifacts" in compose["volumes"]
     assert compose["services"]["airflow-worker"]["environment"]["FRESHCAST_ARTIFACT_ROOT"].endswith(
         "/opt/airflow/artifacts}"
