@@ -49,6 +49,8 @@ OVER_TIME_ROWS = 30  # newest forecast runs listed; summary.json holds them all
 PAGE_END = "</body>\n</html>\n"
 _KIND_COLOURS = {"model": "tab:blue", "baseline": "tab:gray"}
 
+ZOOM = 300  # a test split longer than this is also drawn zoomed to its last ZOOM steps
+
 STYLESHEET = """\
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
   line-height: 1.45; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
@@ -91,74 +93,40 @@ def page_head(title: str) -> str:
 # ------------------------------------------------------------------------------ the run report
 
 
-def write_report(
-    out_dir: Path,
-    *,
-    pipeline: str,
-    run_id: str,
-    metric: str,
-    leaderboard: Sequence[Mapping[str, Any]],
-    histories: Mapping[str, Mapping[str, Sequence[float]]],
-    predictions: pd.DataFrame,
-    target: str = "target",
-    unit: str = "",
-    decimals: int = 2,
-    top: int = 3,
-    decision: Mapping[str, Any] | None = None,
-    promoted: int | None = None,
-    zoom: int = 300,
-) -> dict[str, Path]:
+def write_report(out_dir: Path, **fields: Any) -> dict[str, Path]:
     """Draw the plots, store `summary.json` and write `index.html` into `out_dir`, atomically.
 
     Args:
         out_dir: the report's folder.
-        pipeline, run_id: named in the title.
-        metric: the metric the leaderboard is ranked by (the spec's).
-        leaderboard: rows from `evaluation.leaderboard`, best first.
-        histories: model name -> {"loss": [...], "val_loss": [...]}, one value per epoch.
-        predictions: long form (rows, 5) with columns "time" (tz-aware UTC of the target step),
-            "step" (1..horizon), "name", "actual", "prediction", test split, original units.
-        target: the forecast column's name, for the plots' axes.
-        unit: the target's unit ("°C"), or "".
-        decimals: the decimals the data is recorded with (`display.data_decimals`).
-        top: how many of the best entries the forecast plot shows.
-        decision: the gate's decision (`gate.Decision.to_json()`), shown first.
-        promoted: the registry version the run's candidate became, if it did.
-        zoom: a test split longer than this many steps is also drawn zoomed to its last `zoom`.
+        fields: the keyword arguments of `run_summary` (pipeline, run_id, metric, leaderboard,
+            histories, predictions, target, unit, decimals, top, decision, promoted, zoom).
 
     Returns:
         {"html", "summary", "loss", "forecast", "leaderboard"} and "steps" (horizon > 1 only)
         -> path of each written file.
 
     Raises:
-        ValueError: on missing prediction columns, an unknown `metric`, `top` or `zoom` < 1,
-            or `decimals` < 0. Nothing is written then.
+        ValueError: as `run_summary`. Nothing is written then.
     """
     out_dir = Path(out_dir)
-    summary = run_summary(
-        pipeline=pipeline,
-        run_id=run_id,
-        metric=metric,
-        leaderboard=leaderboard,
-        histories=histories,
-        predictions=predictions,
-        target=target,
-        unit=unit,
-        decimals=decimals,
-        top=top,
-        decision=decision,
-        promoted=promoted,
-        zoom=zoom,
-    )
+    summary = run_summary(**fields)
+    target, unit = summary["target"], summary["unit"]
     paths = {key: out_dir / FILES[key] for key in (*summary["images"], "summary", "html")}
     if "steps" not in paths:  # a rewrite for horizon 1 leaves no stale per-step plot behind
         (out_dir / FILES["steps"]).unlink(missing_ok=True)
-    _save(_loss_figure(histories, summary["training"]), paths["loss"])
-    _save(
-        _forecast_figure(predictions, summary["shown"], target=target, unit=unit, zoom=zoom),
-        paths["forecast"],
+    _save(_loss_figure(fields["histories"], summary["training"]), paths["loss"])
+    forecast = _forecast_figure(
+        fields["predictions"],
+        summary["shown"],
+        target=target,
+        unit=unit,
+        zoom=fields.get("zoom", ZOOM),
     )
-    _save(_leaderboard_figure(summary["leaderboard"], metric, unit, decimals), paths["leaderboard"])
+    _save(forecast, paths["forecast"])
+    board = _leaderboard_figure(
+        summary["leaderboard"], summary["metric"], unit, summary["decimals"]
+    )
+    _save(board, paths["leaderboard"])
     if "steps" in paths:
         _save(_steps_figure(summary["per_step"], summary["leaderboard"], unit), paths["steps"])
     write_json(paths["summary"], summary)
@@ -182,10 +150,25 @@ def run_summary(
     top: int = 3,
     decision: Mapping[str, Any] | None = None,
     promoted: int | None = None,
-    zoom: int = 300,
+    zoom: int = ZOOM,
 ) -> dict[str, Any]:
-    """Everything the run report shows, as plain JSON (NaN as None). Arguments as in
-    `write_report`, which stores the result as `summary.json`.
+    """Everything the run report shows, as plain JSON (NaN as None); `write_report` stores it
+    as `summary.json`.
+
+    Args:
+        pipeline, run_id: named in the title.
+        metric: the metric the leaderboard is ranked by (the spec's).
+        leaderboard: rows from `evaluation.leaderboard`, best first.
+        histories: model name -> {"loss": [...], "val_loss": [...]}, one value per epoch.
+        predictions: long form (rows, 5) with columns "time" (tz-aware UTC of the target step),
+            "step" (1..horizon), "name", "actual", "prediction", test split, original units.
+        target: the forecast column's name, for the plots' axes.
+        unit: the target's unit ("°C"), or "".
+        decimals: the decimals the data is recorded with (`display.data_decimals`).
+        top: how many of the best entries the forecast plot shows.
+        decision: the gate's decision (`gate.Decision.to_json()`), shown first.
+        promoted: the registry version the run's candidate became, if it did.
+        zoom: a test split longer than this many steps is also drawn zoomed to its last `zoom`.
 
     Returns:
         {"title", "pipeline", "run_id", "target", "unit", "decimals", "metric", "horizon",

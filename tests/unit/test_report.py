@@ -514,7 +514,7 @@ def test_forecast_report_files_summary_and_page(tmp_path):
     assert "<th>forecast (°C)</th>" in page
     assert "<td>2025-01-01 03:00</td><td>1</td><td>13.0</td><td>v2</td>" in page
     assert "Accuracy per model version" in page
-    assert "<th>MAE (°C)</th><th>RMSE (°C)</th><th>BIAS (°C)</th>" in page
+    assert "<th>MAE (°C)</th><th>RMSE (°C)</th><th>bias (°C)</th>" in page
     # v1: MAE 0.75, RMSE 0.79, bias -0.75, two decimals for 0.1-degree data.
     assert "<td>v1</td><td>lstm</td><td>1</td><td>2</td>" in page
     assert "<td>0.75</td><td>0.79</td><td>-0.75</td>" in page
