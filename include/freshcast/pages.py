@@ -426,15 +426,17 @@ def run_note(kind: str, states: Mapping[str, str], results: Mapping[str, Any]) -
     Args:
         kind: "train", "forecast" or "rollback".
         states: task id -> state of the run's task instances (mapped tasks: any one).
-        results: task id -> its XCom return value; "data_changed.reason" -> the skip reason.
+        results: task id -> its XCom return value; "data_changed.reason" -> why it trains or
+            not.
     """
     failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
     if failed:
         return f"failed at {', '.join(failed)}: see the task log for the error and its fix"
     if kind == "train":
-        if results.get("data_changed") is False:
-            reason = results.get("data_changed.reason") or "nothing changed"
-            return f"trained nothing: {reason}"
+        reason = results.get("data_changed.reason")
+        # A short-circuit that returns False pushes no return value: its skipped tasks say it.
+        if results.get("data_changed") is False or (reason and states.get("validate") == "skipped"):
+            return f"trained nothing: {reason or 'nothing changed'}"
         promoted = results.get("promote") or {}
         if promoted.get("verdict"):
             return promoted["verdict"]
@@ -534,12 +536,29 @@ form.rollback label { margin-right: 1em; }
 """
 
 
+# The Airflow UI frames these pages in a sandbox without `allow-top-navigation`, so a plain
+# `target="_top"` link to one of Airflow's own pages does nothing there. The frame is same-origin
+# (`allow-same-origin allow-scripts`), so such a click is handed to a link in the top document.
+TOP_LINKS = """<script>
+document.addEventListener("click", (event) => {
+  const link = event.target.closest("a[target=_top]");
+  if (!link || window.top === window || event.ctrlKey || event.metaKey) return;
+  event.preventDefault();
+  const top = window.top.document, proxy = top.createElement("a");
+  proxy.href = link.href;
+  top.body.appendChild(proxy);
+  proxy.click();
+  proxy.remove();
+});
+</script>"""
+
+
 def page(title: str, body: str) -> str:
     """A whole page: the reports' head and stylesheet plus the pages' own rules."""
     from freshcast.report import page_head
 
     head = page_head(title).replace("</style>", PAGE_STYLE + "</style>", 1)
-    return f"{head}{body}\n</body>\n</html>\n"
+    return f"{head}{body}\n{TOP_LINKS}\n</body>\n</html>\n"
 
 
 def _state(state: Any) -> str:

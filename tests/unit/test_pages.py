@@ -316,6 +316,12 @@ def test_run_notes_say_what_each_kind_of_run_did():
         {"data_changed": "success", "validate": "skipped"},
         {"data_changed": False, "data_changed.reason": "data and spec are identical to run r1"},
     ) == ("trained nothing: data and spec are identical to run r1")
+    # As Airflow stores it: a short-circuit that returns False pushes no return value.
+    assert pages.run_note(
+        "train",
+        {"data_changed": "success", "validate": "skipped", "gate": "skipped"},
+        {"data_changed.reason": "data and spec are identical to run r1"},
+    ) == ("trained nothing: data and spec are identical to run r1")
     refused = "champion v3 kept: candidate gru 2.31 °C vs 2.25 °C (mae)"
     assert pages.run_note("train", {"gate": "success"}, {"gate": {"verdict": refused}}) == refused
     promoted = {"promote": {"verdict": "gru promoted to v4: mae 2.17 °C"}, "gate": {"verdict": "x"}}
