@@ -671,7 +671,12 @@ def render_overview(rows: Sequence[Mapping[str, Any]], links: Links) -> str:
 
 
 def _runs_chart(runs: Sequence[Mapping[str, Any]]) -> str:
-    """The metric of every model, baseline and the champion per training run, as a PNG."""
+    """The metric of every model, baseline and the champion per training run, as a PNG.
+
+    The y axis spans the models, the champion and persistence; a baseline far above them (a
+    seasonal naive forecast often is) would flatten the lines that matter, so it is left off
+    the axis and its legend entry says so.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
@@ -680,21 +685,36 @@ def _runs_chart(runs: Sequence[Mapping[str, Any]]) -> str:
     names: dict[str, str] = {}
     for run in runs:
         names.update(run["kinds"])
-    for name, kind in sorted(names.items(), key=lambda kv: (kv[1] != "model", kv[0])):
-        y = [_float(run["scores"].get(name)) for run in runs]
-        style = {"linestyle": "--", "alpha": 0.7} if kind == "baseline" else {"linewidth": 1.8}
-        ax.plot(x, y, marker="o", markersize=4, label=name, **style)
+    series = {name: [_float(run["scores"].get(name)) for run in runs] for name in names}
     held = [_float(run["champion_score"]) for run in runs]
+    core = [
+        v
+        for name, values in series.items()
+        if names[name] == "model" or name == "persistence"
+        for v in values
+    ]
+    core = [v for v in [*core, *held] if math.isfinite(v)]
+    top = max(core) + 0.15 * (max(core) - min(core) or abs(max(core)) or 1.0) if core else None
+    for name, kind in sorted(names.items(), key=lambda kv: (kv[1] != "model", kv[0])):
+        y = series[name]
+        style = {"linestyle": "--", "alpha": 0.7} if kind == "baseline" else {"linewidth": 1.8}
+        above = top is not None and all(v > top for v in y if math.isfinite(v))
+        label = f"{name} (above the chart)" if above else name
+        ax.plot(x, y, marker="o", markersize=5, label=label, **style)
     if any(math.isfinite(v) for v in held):
         ax.plot(x, held, color="black", marker="s", linewidth=2.2, label="champion (re-scored)")
-    promoted = [i + 1 for i, run in enumerate(runs) if run.get("promoted")]
-    for i in promoted:
-        ax.axvline(i, color="tab:green", alpha=0.25, linewidth=6)
+    if top is not None:
+        bottom = min(core) - 0.15 * (max(core) - min(core) or abs(min(core)) or 1.0)
+        ax.set_ylim(bottom, top)
+    for i, run in enumerate(runs, start=1):
+        if run.get("promoted"):
+            ax.axvline(i, color="tab:green", alpha=0.25, linewidth=6)
     metric, unit = runs[-1]["metric"], runs[-1]["unit"]
     ax.set_xlabel("training run (oldest to newest; green: promoted)")
     ax.set_ylabel(display.metric_label(metric, unit) + ", lower is better")
     ax.set_xticks(x)
-    ax.legend(fontsize="small", ncols=2)
+    ax.set_xlim(0.5, len(runs) + 0.5)
+    ax.legend(fontsize="small", ncols=2, loc="upper left")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -782,7 +802,7 @@ def _runs_section(detail: Mapping[str, Any], links: Links) -> str:
         cells.append(f"v{version} {held}" if version else held)
         cells.append(esc(run.get("verdict") or ""))
         rows.append(cells)
-    table = _table(header, rows, left=3)
+    table = f'<div class="scroll">{_table(header, rows, left=3)}</div>'
     return (
         f"<h2>Leaderboard over runs ({esc(display.metric_label(metric, unit))}, test split of each "
         f'run)</h2>{_runs_chart(runs)}<p class="muted">Bold: the run\'s candidate. The champion '
