@@ -526,34 +526,15 @@ def _training_table(
 # ------------------------------------------------------------------------- the forecast report
 
 
-def write_forecast_report(
-    out_dir: Path,
-    *,
-    pipeline: str,
-    run_id: str,
-    target: str,
-    scored: pd.DataFrame,
-    actuals: pd.Series,
-    by_version: pd.DataFrame,
-    over_time: pd.DataFrame,
-    latest: pd.DataFrame,
-    unit: str = "",
-    decimals: int = 2,
-    tail: int = 200,
-) -> dict[str, Path]:
+def write_forecast_report(out_dir: Path, *, actuals: pd.Series, **fields: Any) -> dict[str, Path]:
     """The forecast history page: the newest forecast, recent actuals with every forecast made
     over them (coloured by model version), and the accuracy per version and over time.
 
     Args:
         out_dir: the report's folder.
-        pipeline, run_id: the pipeline and the forecast run, named on the page.
-        target: the forecast column.
-        scored: `forecasts.score_history` output.
-        actuals: the target's observed values, indexed by UTC time.
-        by_version, over_time: `forecasts.accuracy_by_version` / `accuracy_over_time`.
-        latest: this run's forecast rows (time, step, forecast, model_version[, model_name]).
-        unit, decimals: the target's unit and the decimals its data is recorded with.
-        tail: how many of the latest actuals the plot shows.
+        actuals: the target's observed values, indexed by UTC time (for the plot).
+        fields: the keyword arguments of `forecast_summary` (pipeline, run_id, target, scored,
+            by_version, over_time, latest, unit, decimals, tail).
 
     Returns:
         {"html", "summary", "history"} -> path of each written file.
@@ -562,21 +543,11 @@ def write_forecast_report(
         ValueError: as `forecast_summary`. Nothing is written then.
     """
     out_dir = Path(out_dir)
-    summary = forecast_summary(
-        pipeline=pipeline,
-        run_id=run_id,
-        target=target,
-        scored=scored,
-        by_version=by_version,
-        over_time=over_time,
-        latest=latest,
-        unit=unit,
-        decimals=decimals,
-        tail=tail,
-    )
+    summary = forecast_summary(**fields)
     paths = {key: out_dir / FORECAST_FILES[key] for key in ("history", "summary", "html")}
-    figure = _history_figure(scored, actuals.iloc[-tail:], latest, _axis_label(target, unit))
-    _save(figure, paths["history"])
+    axis = _axis_label(summary["target"], summary["unit"])
+    recent = actuals.iloc[-summary["tail"] :]
+    _save(_history_figure(fields["scored"], recent, fields["latest"], axis), paths["history"])
     write_json(paths["summary"], summary)
     page = page_head(summary["title"]) + render_forecast(summary) + PAGE_END
     write_bytes(paths["html"], page.encode("utf-8"))
@@ -596,7 +567,17 @@ def forecast_summary(
     decimals: int = 2,
     tail: int = 200,
 ) -> dict[str, Any]:
-    """Everything the forecast report shows, as plain JSON (NaN as None, times ISO 8601).
+    """Everything the forecast report shows, as plain JSON (NaN as None, times ISO 8601);
+    `write_forecast_report` stores it as `summary.json`.
+
+    Args:
+        pipeline, run_id: the pipeline and the forecast run, named on the page.
+        target: the forecast column.
+        scored: `forecasts.score_history` output.
+        by_version, over_time: `forecasts.accuracy_by_version` / `accuracy_over_time`.
+        latest: this run's forecast rows (time, step, forecast, model_version[, model_name]).
+        unit, decimals: the target's unit and the decimals its data is recorded with.
+        tail: how many of the latest actuals the plot shows.
 
     Returns:
         {"title", "pipeline", "run_id", "target", "unit", "decimals", "model_version",
