@@ -55,15 +55,15 @@ def build_app() -> Any:
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from sqlalchemy import select
 
-    from freshcast import artifacts, pages
+    from freshcast import artifacts, pages, views
 
     # The pages read the store the tasks write: a URL root through the same Airflow connection.
     artifacts.use_url_store(lambda root, conn_id: ObjectStoragePath(root, conn_id=conn_id))
     app = FastAPI(title="freshcast", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def links(request: Request) -> pages.Links:
+    def links(request: Request) -> views.Links:
         plugin = request.scope.get("root_path", "").rstrip("/")
-        return pages.Links(root=plugin.removesuffix(URL_PREFIX), plugin=plugin)
+        return views.Links(root=plugin.removesuffix(URL_PREFIX), plugin=plugin)
 
     def allowed(user: Any, dag_id: str, method: str = "GET", entity: Any = None) -> bool:
         return get_auth_manager().is_authorized_dag(
@@ -122,7 +122,7 @@ def build_app() -> Any:
             root = links(request).root
             link = (f"{root}/auth/login?next={request.url.path}", "log in to Airflow")
         titles = {401: "Log in first", 403: "Not allowed", 404: "Not found"}
-        page = pages.render_message(
+        page = views.render_message(
             titles.get(err.status_code, "Error"), str(err.detail), link=link
         )
         return HTMLResponse(page, status_code=err.status_code)
@@ -130,7 +130,7 @@ def build_app() -> Any:
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request, user: GetUserDep, session: SessionDep) -> str:
         rows = [pages.overview_row(s, airflow_side(session, s)) for s in readable(user)]
-        return pages.render_overview(rows, links(request))
+        return views.render_overview(rows, links(request))
 
     @app.get("/api/pipelines")
     def overview_json(user: GetUserDep, session: SessionDep) -> list[dict[str, Any]]:
@@ -148,7 +148,7 @@ def build_app() -> Any:
     @app.get("/pipelines/{name}", response_class=HTMLResponse)
     def pipeline_page(name: str, request: Request, user: GetUserDep, session: SessionDep) -> str:
         data, can_see, rollback = detail(user, session, lookup(pages.pipeline, name))
-        return pages.render_pipeline(
+        return views.render_pipeline(
             data, links(request), can_rollback=rollback, can_see_forecasts=can_see
         )
 
@@ -156,7 +156,7 @@ def build_app() -> Any:
     def dag_tab(dag_id: str, request: Request, user: GetUserDep, session: SessionDep) -> str:
         spec, _ = lookup(pages.dag_pipeline, dag_id)
         data, can_see, rollback = detail(user, session, spec)
-        return pages.render_pipeline(
+        return views.render_pipeline(
             data, links(request), can_rollback=rollback, can_see_forecasts=can_see
         )
 
@@ -174,7 +174,7 @@ def build_app() -> Any:
         if run is None:
             raise HTTPException(404, f"{dag_id} has no run {run_id!r}")
         shown = {"run_id": run.run_id, "state": str(getattr(run.state, "value", run.state))}
-        return pages.render_run_page(spec, kind, shown, links(request), note=run.note)
+        return views.render_run_page(spec, kind, shown, links(request), note=run.note)
 
     @app.get("/files/{name}/{kind}/{run_id}/{step}/{filename}")
     def run_file(

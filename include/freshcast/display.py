@@ -124,3 +124,11 @@ def table(rows: list[list[str]], header: list[str], *, indent: str = "  ") -> st
         return indent + "  ".join([first, *rest]).rstrip()
 
     return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def when(iso: str) -> str:
+    """An ISO time as a person reads it: the date alone at midnight, else date and time."""
+    text = str(iso).replace("T", " ")
+    date, _, clock = text.partition(" ")
+    clock = clock[:5]
+    return date if clock in ("", "00:00") else f"{date} {clock}"

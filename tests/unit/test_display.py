@@ -67,3 +67,9 @@ def test_table_aligns_text_left_and_figures_right():
         "  lstm             2.17",
         "  persistence     12.25",
     ]
+
+
+def test_a_time_reads_as_its_date_at_midnight_else_date_and_clock():
+    assert display.when("2016-01-01T00:00:00+00:00") == "2016-01-01"
+    assert display.when("2016-01-02T06:30:00+00:00") == "2016-01-02 06:30"
+    assert display.when("2016-01-03 00:00:00+00:00") == "2016-01-03"
