@@ -154,19 +154,40 @@ def champion(spec: PipelineSpec) -> dict[str, Any] | None:
 
 def run_decision(spec: PipelineSpec, run_id: str) -> dict[str, Any] | None:
     """A training run's gate decision with its verdict in words, if its gate finished."""
-    from freshcast.gate import verdict
-    from freshcast.registry import Registry
-
     try:
         folder = run_dir(spec, "train", run_id)
     except NotFound:
         return None
+    return _decision(spec, folder, _promotions(spec))
+
+
+def _promotions(spec: PipelineSpec) -> dict[str, int]:
+    """Run folder -> the registry version its promotion made (the history read once)."""
+    from freshcast.registry import Registry
+
+    return {
+        artifacts.safe_run_id(e["run_id"]): e["version"]
+        for e in Registry(spec.name).history()
+        if e["kind"] == "promoted" and e.get("run_id")
+    }
+
+
+def _decision(
+    spec: PipelineSpec,
+    folder: Path,
+    promotions: Mapping[str, int],
+    metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The decision in a run folder, with "promoted" and its "verdict" in words; `metrics`
+    when the caller has read them already."""
+    from freshcast.gate import verdict
+
     decision = _json_output(folder / "gate", "decision")
     if decision is None:
         return None
-    metrics = _json_output(folder / "evaluate", "metrics") or {}
-    event = Registry(spec.name).find_event(run_id=run_id, kinds=("promoted",))
-    promoted = event["version"] if event else None
+    if metrics is None:
+        metrics = _json_output(folder / "evaluate", "metrics") or {}
+    promoted = promotions.get(folder.name)
     decision["verdict"] = verdict(
         decision,
         promoted=promoted,
@@ -243,6 +264,7 @@ def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]
     """Every evaluated training run, oldest first: its candidate, the champion re-scored on
     its test window, every model and baseline on the spec's metric, and the decision."""
     known = {artifacts.safe_run_id(r["run_id"]): r for r in airflow_runs}
+    promotions = _promotions(spec)
     rows = []
     root = _runs_root(spec, "train")
     for folder in artifacts.store().names(root):
@@ -250,9 +272,7 @@ def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]
         if metrics is None:
             continue
         run = known.get(folder, {"run_id": folder, "state": None})
-        decision = run_decision(spec, run["run_id"]) if run.get("state") is not None else None
-        if decision is None:
-            decision = _json_output(root / folder / "gate", "decision")
+        decision = _decision(spec, root / folder, promotions, metrics)
         written = read_json(root / folder / "evaluate" / MANIFEST).get("written_at", "")
         metric = metrics["metric"]
         scores = {name: s.get(metric) for name, s in metrics["scores"].items()}
