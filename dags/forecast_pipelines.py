@@ -284,7 +284,8 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         def gate(evaluated: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            return steps.gate(evaluated["run_dir"], run_id=get_current_context()["run_id"])
+            with _no_retry_on_bad_input():  # e.g. a candidate that predicts non-finite values
+                return steps.gate(evaluated["run_dir"], run_id=get_current_context()["run_id"])
 
         @task.run_if(_promoting, skip_message="the gate refused the candidate; the champion stays")
         @task(outlets=[champion], pool=REGISTRY_POOL)

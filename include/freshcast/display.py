@@ -126,6 +126,11 @@ def table(rows: list[list[str]], header: list[str], *, indent: str = "  ") -> st
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
+def version_label(version: Any) -> str:
+    """A registry version as people read it: "v3", or "no champion" where there was none."""
+    return "no champion" if version is None else f"v{version}"
+
+
 def when(iso: str) -> str:
     """An ISO time as a person reads it: the date alone at midnight, else date and time."""
     text = str(iso).replace("T", " ")

@@ -135,6 +135,8 @@ def champion(spec: PipelineSpec) -> dict[str, Any] | None:
 
     registry = Registry(spec.name)
     pointer = registry.champion()
+    if pointer is None and (event := registry.last_champion_event()):  # the history's word
+        pointer = {"version": event["version"], "since": event["at"]}
     if pointer is None:
         return None
     meta = registry.meta(pointer["version"])
@@ -142,6 +144,7 @@ def champion(spec: PipelineSpec) -> dict[str, Any] | None:
     return {
         "version": pointer["version"],
         "since": pointer["since"],
+        "problems": registry.problems(verify=False),  # the files are checked by every run
         "model": meta["model"]["name"],
         "type": meta["model"].get("type"),
         "metric": metric,
@@ -335,9 +338,15 @@ def registry_view(spec: PipelineSpec) -> dict[str, Any]:
     events = []
     for event in reversed(registry.history()):
         decision = event.get("decision") or {}
-        if event["kind"] == "rolled_back":
-            what = f"v{event.get('from_version') or '?'} → v{event['version']}"
+        if event["kind"] in ("rolled_back", "restored"):
+            what = f"{display.version_label(event.get('from_version'))} → v{event['version']}"
             why = [event.get("reason") or ""]
+        elif event["kind"] == "damaged":
+            what = f"v{event.get('version')} fails its check"
+            why = [event.get("problem") or ""]
+        elif event["kind"] == "repaired":
+            what = "registry repaired"
+            why = list(event.get("actions", []))
         elif event["kind"] == "promoted":
             what = f"{decision.get('candidate')} → v{event['version']}"
             why = decision.get("reasons", [])
@@ -355,7 +364,7 @@ def registry_view(spec: PipelineSpec) -> dict[str, Any]:
             }
         )
     return {
-        "champion": pointer["version"] if pointer else None,
+        "champion": (pointer or registry.last_champion_event() or {}).get("version"),
         "versions": versions,
         "events": events,
     }
@@ -422,6 +431,16 @@ def run_note(kind: str, states: Mapping[str, str], results: Mapping[str, Any]) -
         results: task id -> its XCom return value; "data_changed.reason" -> why it trains or
             not.
     """
+    repaired = [a for t in ("gate", "forecast") for a in (results.get(t) or {}).get("registry", [])]
+    said = _what_the_run_did(kind, states, results)
+    if repaired:  # the registry healed itself: said once, in the run that did it
+        return "registry: " + "; ".join(repaired) + (f" | {said}" if said else "")
+    return said
+
+
+def _what_the_run_did(
+    kind: str, states: Mapping[str, str], results: Mapping[str, Any]
+) -> str | None:
     failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
     if failed:
         return f"failed at {', '.join(failed)}: see the task log for the error and its fix"
@@ -451,7 +470,7 @@ def run_note(kind: str, states: Mapping[str, str], results: Mapping[str, Any]) -
         done = results.get("rollback") or {}
         if done:
             return (
-                f"champion v{done.get('from_version') or '?'} → v{done['version']} "
+                f"champion {display.version_label(done.get('from_version'))} → v{done['version']} "
                 f"({done.get('model', '')}): {done.get('reason', '')}"
             )
     return None

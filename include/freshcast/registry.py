@@ -5,7 +5,8 @@ Layout under `<root>/<pipeline>/registry/`:
     versions/v0001/      a self-contained forecast bundle (model.keras, scaler.json, spec.json,
                          bundle.json, sample_*.npy) with its manifest.json written last
     champion.json        the pointer: which version is in service, since when and why
-    history/000001.json  one file per event (promoted, refused, rolled_back), numbered
+    history/000001.json  one file per event, numbered: promoted, refused, rolled_back (by runs);
+                         damaged, restored, repaired (by the registry healing itself)
 
 Every change is made so that a crash at any point leaves the registry readable and the champion
 unchanged or fully changed:
@@ -18,6 +19,13 @@ unchanged or fully changed:
 - changes run under a file lock, so a training run and a rollback on one machine never
   interleave; across machines the DAGs run `promote` and `rollback` in the one-slot Airflow pool
   `registry`.
+
+The history is the source of truth. `heal` (run by every step that reads the champion, and by
+`python -m freshcast.registry check`) puts the registry back in order from it: a missing or
+damaged pointer is rebuilt from the last event that set a champion; a champion bundle whose
+files no longer match their manifest is reported once (a `damaged` event) and the newest earlier
+champion, or else the newest version, whose files verify takes over (a `restored` event). With
+none left it says what to do, and never reports "no champion" while the history has one.
 
 This module never imports TensorFlow: loading and checking a model happens in `serving`, which
 callers pass in as `verify`.
@@ -40,10 +48,13 @@ from typing import Any
 
 from freshcast import artifacts
 from freshcast.artifacts import ArtifactError, read_json, read_manifest, write_json, write_manifest
+from freshcast.display import version_label
 from freshcast.errors import BadInputError
 
 POINTER = "champion.json"
 _VERSION_PREFIX = "v"
+# Events that set the champion: the pointer always carries the newest of them.
+CHAMPION_KINDS = ("promoted", "rolled_back", "restored")
 
 
 class RegistryError(BadInputError, RuntimeError):
@@ -119,9 +130,27 @@ class Registry:
         return read_json(path)
 
     def champion(self) -> dict[str, Any] | None:
-        """The pointer (version, since, event) or None before the first promotion."""
+        """The pointer (version, since, event) as written, or None when there is none or it is
+        damaged. Steps that serve or compare use `heal`, which rebuilds a lost pointer."""
+        return self._read_pointer()[0]
+
+    def _read_pointer(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(pointer, what is wrong with it): (None, None) when there is no pointer file."""
         path = self.dir / POINTER
-        return read_json(path) if self.store.get(path) else None
+        if not self.store.get(path):
+            return None, None
+        try:
+            pointer = read_json(path)
+            event = pointer["event"]
+            if not (
+                isinstance(pointer["version"], int)
+                and isinstance(event["seq"], int)
+                and event["version"] == pointer["version"]
+            ):
+                raise ValueError("its version and its event do not agree")
+        except (ValueError, KeyError, TypeError) as err:
+            return None, f"{POINTER} is damaged ({type(err).__name__}: {str(err)[:120]})"
+        return pointer, None
 
     def history(self) -> list[dict[str, Any]]:
         """Every event, oldest first; the champion's own event is included even if a crash lost
@@ -133,8 +162,11 @@ class Registry:
             path = self.history_dir / name
             if not path.exists():  # an event never changes once written
                 self.store.get(path)
-            event = read_json(path)
-            events[event["seq"]] = event
+            try:
+                event = read_json(path)
+                events[int(event["seq"])] = event
+            except (ValueError, KeyError, TypeError):
+                continue  # an unreadable event file is reported by `check`
         pointer = self.champion()
         if pointer and pointer["event"]["seq"] not in events:
             events[pointer["event"]["seq"]] = pointer["event"]
@@ -146,6 +178,46 @@ class Registry:
             if event.get("run_id") == run_id and event["kind"] in kinds:
                 return event
         return None
+
+    def last_champion_event(self) -> dict[str, Any] | None:
+        """The newest event that set the champion: what the pointer must say."""
+        for event in reversed(self.history()):
+            if event["kind"] in CHAMPION_KINDS:
+                return event
+        return None
+
+    def bundle_problem(self, version: int) -> str | None:
+        """Why version `version` cannot be served (missing, or a file that does not match its
+        manifest), or None when every file of its bundle verifies."""
+        if version not in self.versions():
+            return f"v{version} is not in the registry (its folder is missing or unfinished)"
+        try:
+            read_manifest(self.bundle_dir(version), verify=True)
+            read_json(self.bundle_dir(version) / "bundle.json")
+        except (ArtifactError, ValueError) as err:
+            return str(err)
+        return None
+
+    def problems(self, *, verify: bool = True) -> list[str]:
+        """What is wrong with the pointer and (with `verify`) the champion's bundle, read only;
+        `heal` repairs it."""
+        expected = self.last_champion_event()
+        pointer, damaged = self._read_pointer()
+        found = []
+        if damaged:
+            found.append(damaged)
+        if expected is None:
+            return found
+        if pointer is None and not damaged:
+            found.append(f"{POINTER} is missing; the history says v{expected['version']}")
+        elif pointer is not None and pointer["event"]["seq"] != expected["seq"]:
+            found.append(
+                f"{POINTER} says v{pointer['version']} (event #{pointer['event']['seq']}), the "
+                f"history's last change is #{expected['seq']} (v{expected['version']})"
+            )
+        if verify and (problem := self.bundle_problem(expected["version"])):
+            found.append(f"champion v{expected['version']} fails its check: {problem}")
+        return found
 
     def last_decision(self) -> dict[str, Any] | None:
         """The newest event of a training run that reached a decision (promoted or refused)."""
@@ -248,6 +320,94 @@ class Registry:
         """
         self._repair()
         event = {"seq": self._next_seq(), "at": now(), **event, "version": version}
+        pointer = self._write_pointer(event)
+        self._write_event(event)
+        return pointer
+
+    def heal(self, *, run_id: str | None = None) -> dict[str, Any]:
+        """Put the champion back in order from the history (call under `lock`).
+
+        Returns {"version": the champion now (None without one), "pointer", "actions": what
+        was repaired, in words, "problem": why there is no champion although the history has
+        one, with the fix}. A healthy registry costs one check of the champion's files.
+        """
+        self._repair()
+        expected = self.last_champion_event()
+        pointer, damaged = self._read_pointer()
+        actions: list[str] = []
+        if expected is None:
+            if damaged:  # a pointer without any history: nothing was ever promoted through it
+                self.store.remove(self.dir / POINTER)
+                actions.append(f"removed {POINTER}: {damaged} and the history names no champion")
+                self.record("repaired", run_id=run_id, actions=actions)
+            return {"version": None, "pointer": None, "actions": actions, "problem": None}
+        version = expected["version"]
+        problem = self.bundle_problem(version)
+        if problem is None:
+            if pointer is None or pointer["event"]["seq"] != expected["seq"]:
+                why = damaged or (
+                    f"{POINTER} was missing"
+                    if pointer is None
+                    else f"{POINTER} said v{pointer['version']}, an older event"
+                )
+                pointer = self._write_pointer(expected)
+                actions.append(f"{why}; rebuilt it from event #{expected['seq']}: v{version}")
+                self.record("repaired", run_id=run_id, actions=actions)
+            return {"version": version, "pointer": pointer, "actions": actions, "problem": None}
+
+        if not self._reported(version, since=expected["seq"]):
+            self.record("damaged", run_id=run_id, version=version, problem=problem)
+        actions.append(f"champion v{version} fails its check: {problem}")
+        for fallback in self._fallbacks(exclude=version):
+            if self.bundle_problem(fallback) is None:
+                reason = (
+                    f"v{version} fails its check; v{fallback} is the newest earlier champion or "
+                    "version whose files verify"
+                )
+                pointer = self.set_champion(
+                    fallback,
+                    event={
+                        "kind": "restored",
+                        "run_id": run_id,
+                        "from_version": version,
+                        "reason": reason,
+                        "problem": problem,
+                    },
+                )
+                actions.append(f"serving v{fallback} instead")
+                return {
+                    "version": fallback,
+                    "pointer": pointer,
+                    "actions": actions,
+                    "problem": None,
+                }
+        fix = (
+            f"champion v{version} of {self.pipeline} fails its check and no other version "
+            f"verifies ({problem}). Train a new champion: trigger train_{self.pipeline} with "
+            'conf {"force": true} (it is compared with the baselines only), or put the '
+            f"version's original files back and run `python -m freshcast.registry check "
+            f"{self.pipeline}`."
+        )
+        return {"version": None, "pointer": None, "actions": actions, "problem": fix}
+
+    def _reported(self, version: int, *, since: int) -> bool:
+        """Whether a `damaged` event for `version` was recorded after event `since`."""
+        return any(
+            e["kind"] == "damaged" and e.get("version") == version and e["seq"] > since
+            for e in self.history()
+        )
+
+    def _fallbacks(self, *, exclude: int) -> list[int]:
+        """Versions to serve instead of `exclude`, best first: earlier champions, newest
+        first, then every other kept version, newest first."""
+        kept = self.versions()
+        order = [
+            e["version"] for e in reversed(self.history()) if e["kind"] in CHAMPION_KINDS
+        ] + kept[::-1]
+        return [v for v in dict.fromkeys(order) if v != exclude and v in kept]
+
+    def _write_pointer(self, event: dict[str, Any]) -> dict[str, Any]:
+        version = event["version"]
         pointer = {
             "pipeline": self.pipeline,
             "version": version,
@@ -258,15 +418,16 @@ class Registry:
         }
         write_json(self.dir / POINTER, pointer)
         self.store.put(self.dir / POINTER)
-        self._write_event(event)
         return pointer
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the newest `keep` versions, never the champion; drop stale temp
         folders. Returns the deleted versions."""
-        champion = (self.champion() or {}).get("version")
+        # Neither the pointer's version nor the history's, should the two ever disagree.
+        serving = {(self.champion() or {}).get("version")}
+        serving.add((self.last_champion_event() or {}).get("version"))
         versions = self.versions()
-        doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != champion]
+        doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v not in serving]
         for version in doomed:
             self.store.remove(self.bundle_dir(version))
         for tmp in self.versions_dir.glob(".tmp-*") if self.versions_dir.exists() else ():
@@ -310,7 +471,7 @@ def rollback(
     predicts in a fresh process. Recorded in the history as `rolled_back`."""
     with registry.lock():
         registry.bundle(version)  # every file against its manifest, or RegistryError
-        current = registry.champion()
+        current = registry.last_champion_event()  # the history's champion, pointer or not
         check = verify(registry.bundle_dir(version))
         return registry.set_champion(
             version,
@@ -360,19 +521,33 @@ def verify_in_fresh_process(bundle_dir: Path, *, timeout: float = 600) -> dict[s
 
 
 def describe(registry: Registry) -> str:
-    """Versions, champion and history as text, for `python -m freshcast.registry show`."""
+    """Versions, champion, problems and history as text, for `python -m freshcast.registry
+    show` (read only: `check` repairs)."""
     pointer = registry.champion()
+    expected = registry.last_champion_event()
     lines = [f"registry of {registry.pipeline}: {registry.store.where(registry.dir)}"]
-    lines.append(
-        f"champion: v{pointer['version']} since {pointer['since']}" if pointer else "champion: none"
-    )
+    if pointer:
+        lines.append(f"champion: v{pointer['version']} since {pointer['since']}")
+    elif expected:
+        lines.append(f"champion: v{expected['version']} since {expected['at']} (per the history)")
+    else:
+        lines.append("champion: none")
+    problems = registry.problems()
+    if problems:
+        lines.append(
+            "problems (the next run repairs them, or now: "
+            f"`python -m freshcast.registry check {registry.pipeline}`):"
+        )
+        lines.extend(f"  ! {problem}" for problem in problems)
+    serving = (pointer or expected or {}).get("version")
     lines.append("versions:")
     for version in registry.versions():
         try:
             meta = registry.meta(version)
-        except ArtifactError:
+        except (ArtifactError, ValueError):
+            lines.append(f"   v{version}  (bundle.json unreadable)")
             continue
-        mark = "*" if pointer and pointer["version"] == version else " "
+        mark = "*" if serving == version else " "
         metric = meta.get("metric", "mae")
         score = meta.get("scores", {}).get(metric)
         lines.append(
@@ -386,14 +561,61 @@ def describe(registry: Registry) -> str:
 
 
 def _summary(event: Mapping[str, Any]) -> str:
-    if event["kind"] == "rolled_back":
-        return f"v{event.get('from_version')} -> v{event['version']}: {event.get('reason', '')}"
+    kind = event["kind"]
+    if kind in ("rolled_back", "restored"):
+        moved = f"{version_label(event.get('from_version'))} -> v{event['version']}"
+        return f"{moved}: {event.get('reason', '')}"
+    if kind == "damaged":
+        return f"v{event.get('version')}: {event.get('problem', '')}"
+    if kind == "repaired":
+        return "; ".join(event.get("actions", []))
     decision = event.get("decision", {})
     parts = [f"run {event.get('run_id')}"]
-    if event["kind"] == "promoted":
+    if kind == "promoted":
         parts.append(f"-> v{event['version']}")
     parts.append("; ".join(decision.get("reasons", [])))
     return " ".join(p for p in parts if p)
+
+
+def check(registry: Registry) -> tuple[list[str], bool]:
+    """Verify every bundle, the pointer and the history; repair what can be repaired.
+
+    Returns (lines saying what was found and done, whether a champion is served afterwards or
+    none was ever promoted).
+    """
+    lines = []
+    for version in registry.versions():
+        problem = registry.bundle_problem(version)
+        lines.append(f"v{version}: " + (f"FAILS: {problem}" if problem else "files verify"))
+    seqs = [event["seq"] for event in registry.history()]
+    gaps = sorted(set(range(1, max(seqs, default=0) + 1)) - set(seqs))
+    lines.append(
+        f"history: {len(seqs)} event(s)"
+        + (
+            f"; missing or unreadable: {', '.join(f'#{n}' for n in gaps)}"
+            if gaps
+            else ", contiguous"
+        )
+    )
+    with registry.lock():
+        healed = registry.heal(run_id=None)
+        stale = (
+            [p for p in registry.versions_dir.glob(".tmp-*")]
+            if registry.versions_dir.is_dir()
+            else []
+        )
+        for tmp in stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+    lines.extend(f"repaired: {action}" for action in healed["actions"])
+    if stale:
+        lines.append(f"removed {len(stale)} unfinished bundle folder(s) left by a crash")
+    if healed["problem"]:
+        lines.append(f"NOT REPAIRED: {healed['problem']}")
+    elif healed["version"] is not None:
+        lines.append(f"champion: v{healed['version']} (files verify)")
+    else:
+        lines.append("champion: none (nothing was promoted yet)")
+    return lines, healed["problem"] is None
 
 
 def _fmt(value: Any) -> str:
@@ -402,14 +624,28 @@ def _fmt(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m freshcast.registry", description="Show a pipeline's model registry."
+        prog="python -m freshcast.registry",
+        description="Show, check and repair a pipeline's model registry.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("show", help="versions, champion and history")
+    show = sub.add_parser("show", help="versions, champion, problems and history")
     show.add_argument("pipeline")
+    repair = sub.add_parser(
+        "check", help="verify every bundle, the pointer and the history; repair what it can"
+    )
+    repair.add_argument("pipeline")
     args = parser.parse_args(argv)
-    print(describe(Registry(args.pipeline)))
-    return 0
+    registry = Registry(args.pipeline)
+    if args.command == "show":
+        print(describe(registry))
+        return 0
+    lines, ok = check(registry)
+    print(
+        "\n".join(
+            [f"registry of {registry.pipeline}: {registry.store.where(registry.dir)}", *lines]
+        )
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ tr.baseline td { color: #59636e; }
 td.low { font-weight: 600; }
 h2.promoted { color: #1a7f37; }
 h2.refused { color: #9a6700; }
+.bad { color: #cf222e; }
 ul.flags { background: #fff8c5; border-left: 4px solid #d4a72c; padding: 0.5em 1em 0.5em 2em; }
 p.ok { background: #dafbe1; border-left: 4px solid #1a7f37; padding: 0.5em 1em; }
 figure { margin: 1em 0; }

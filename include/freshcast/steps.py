@@ -21,7 +21,7 @@ import pandas as pd
 from freshcast import artifacts, display
 from freshcast.artifacts import ArtifactError, output_path, read_json, read_manifest, write_manifest
 from freshcast.ingest import data_fingerprint, load_source, source_files
-from freshcast.registry import Registry
+from freshcast.registry import Registry, RegistryError
 from freshcast.scaling import ScalerParams, fit_scaler
 from freshcast.spec import PipelineSpec, load_spec, source_location
 from freshcast.validate import validate_frame
@@ -584,8 +584,12 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
         candidate = (broken[0], metrics["scores"][broken[0]])  # refused as broken, with figures
 
     registry = Registry(spec.name)
-    pointer = registry.champion()
+    with registry.lock():
+        healed = registry.heal(run_id=run_id)  # the history's champion, or its fallback
+    pointer = healed["pointer"]
     champion, note = None, None
+    if healed["problem"]:
+        note = f"{healed['problem']} Compared with the baselines only."
     frame = load_series(run)
     windows, layout = load_windows(run)
     if pointer is not None:
@@ -619,6 +623,7 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     ).to_json()
     decision["fingerprint"] = fingerprint(run)
     decision["current_champion"] = pointer["version"] if pointer else None
+    decision["registry"] = healed["actions"]
 
     with artifacts.step_output(run / "gate") as out:
         outputs = {"decision": artifacts.write_json(out / "decision.json", decision)}
@@ -641,6 +646,8 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
                     decision=_event_decision(decision),
                     fingerprint=decision["fingerprint"],
                 )
+    for action in healed["actions"]:
+        log.warning("registry: %s", action)
     for reason in decision["reasons"]:
         log.info("gate: %s", reason)
     shown = {"unit": metrics.get("unit", ""), "decimals": metrics.get("decimals", 2)}
@@ -653,6 +660,7 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
         "champion": decision["current_champion"],
         "reasons": decision["reasons"],
         "verdict": said,
+        "registry": healed["actions"],
         **shown,
     }
 
@@ -697,8 +705,7 @@ def promote(
         done = registry.find_event(run_id=run_id, kinds=("promoted",))
         if done is not None:
             return {"version": done["version"], "pruned": [], "already": True}
-        current = registry.champion()
-        now_serving = current["version"] if current else None
+        now_serving = registry.heal(run_id=run_id)["version"]
         if now_serving != decision["current_champion"]:
             why = (
                 f"the champion changed to v{now_serving} after the gate compared with "
@@ -841,12 +848,17 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
 
     spec = load_spec(spec_file)
     registry = Registry(spec.name)
-    pointer = registry.champion()
-    if pointer is None:
+    with registry.lock():
+        healed = registry.heal(run_id=run_id)  # a lost pointer or a damaged bundle: repaired
+    for action in healed["actions"]:
+        log.warning("registry: %s", action)
+    if healed["problem"]:
+        raise RegistryError(healed["problem"])
+    if healed["version"] is None:
         raise NoChampionError(
             f"{spec.name} has no champion yet: run {spec.dag_id} until a model passes the gate"
         )
-    bundle = load_bundle(registry.bundle_dir(pointer["version"]))
+    bundle = load_bundle(registry.bundle_dir(healed["version"]))
     files = source_files(spec)
     raw = load_source(spec, cutoff=cutoff, files=files)
     frame, _ = validate_frame(raw, spec, source=source_location(spec), for_training=False)
@@ -918,6 +930,7 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
         "model": bundle.meta["model"]["name"],
         "origin": frame.index[-1].isoformat(),
         "forecast": {t.isoformat(): float(v) for t, v in zip(grid[1:], predicted, strict=True)},
+        "registry": healed["actions"],
         **shown,
     }
 

@@ -146,10 +146,14 @@ def _champion_text(champ: Mapping[str, Any] | None, spec_metric: str) -> str:
     if not champ:
         return "none yet: no model has passed the gate"
     show = Shown(champ.get("unit", ""), int(champ.get("decimals", 2)))
+    problems = "".join(
+        f'<br><span class="bad">registry problem: {esc(p)} (the next run repairs it)</span>'
+        for p in champ.get("problems", [])
+    )
     return (
         f"v{champ['version']} {esc(champ['model'])}, {esc(champ['metric'])} "
         f"{esc(show.metric(champ['metric'], champ['score']))}, in service since "
-        f"{esc(when(champ['since']))}"
+        f"{esc(when(champ['since']))}{problems}"
     )
 
 

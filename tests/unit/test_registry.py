@@ -227,3 +227,151 @@ def test_replay_marker_is_active_until_ended_or_expired(registry):
     assert registry.active_replay() is None
     registry.start_replay(start="2015-01-01", end="2016-02-01", hours=-1)  # a crashed replay
     assert registry.active_replay() is None
+
+
+# --- the registry heals itself from its history -----------------------------------------------
+
+
+def heal(registry: Registry) -> dict:
+    with registry.lock():
+        return registry.heal(run_id="healer")
+
+
+def kinds(registry: Registry) -> list[str]:
+    return [e["kind"] for e in registry.history()]
+
+
+def test_a_lost_pointer_is_rebuilt_from_the_history(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    (registry.dir / "champion.json").unlink()
+    assert registry.champion() is None
+    text = describe(registry)  # read only: shows the champion the history names and the problem
+    assert "champion: v2" in text and "per the history" in text
+    assert "champion.json is missing; the history says v2" in text
+    assert "champion: none" not in text
+
+    healed = heal(registry)
+    assert healed["version"] == 2 and healed["problem"] is None
+    assert registry.champion()["version"] == 2
+    assert registry.champion()["event"]["kind"] == "promoted"  # the original event, not a new one
+    assert kinds(registry) == ["promoted", "promoted", "repaired"]
+    assert "rebuilt it from event #2: v2" in registry.history()[-1]["actions"][0]
+    assert heal(registry)["actions"] == [] and len(registry.history()) == 3  # healthy: no-op
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "{not json",
+        '{"version": 1, "event": {"seq": 1, "version": 2}}',  # disagrees with itself
+        '{"version": 9}',
+    ],
+)
+def test_a_damaged_pointer_is_rebuilt_from_the_history(registry, tmp_path, damage):
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    (registry.dir / "champion.json").write_text(damage)
+    assert any("champion.json is damaged" in p for p in registry.problems())
+    assert heal(registry)["version"] == 2
+    assert registry.champion()["version"] == 2 and registry.problems() == []
+
+
+def test_an_older_pointer_gives_way_to_the_history(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    old = (registry.dir / "champion.json").read_text()
+    promote(registry, tmp_path, "run2")
+    (registry.dir / "champion.json").write_text(old)  # e.g. restored from an old backup
+    assert heal(registry)["version"] == 2 and registry.champion()["version"] == 2
+
+
+def test_a_damaged_champion_is_reported_once_and_the_last_good_one_serves(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    promote(registry, tmp_path, "run3")
+    rollback(registry, 2, run_id="rb", reason="v3 drifts", verify=lambda p: {})
+    (registry.bundle_dir(2) / "model.keras").write_bytes(b"flipped")
+    assert "champion v2 fails its check" in describe(registry)
+
+    healed = heal(registry)
+    # v3 was champion before v2 came back, and its files verify: the newest earlier champion.
+    assert healed["version"] == 3 and healed["problem"] is None
+    assert healed["actions"][0].startswith("champion v2 fails its check")
+    assert healed["actions"][-1] == "serving v3 instead"
+    damaged, restored = registry.history()[-2:]
+    assert damaged["kind"] == "damaged" and damaged["version"] == 2
+    assert restored["kind"] == "restored" and (restored["from_version"], restored["version"]) == (
+        2,
+        3,
+    )
+    assert registry.champion()["version"] == 3
+    before = len(registry.history())
+    assert heal(registry)["actions"] == [] and len(registry.history()) == before
+
+
+def test_with_no_version_left_heal_says_what_to_do_once(registry, tmp_path):
+    promote(registry, tmp_path, "run1")
+    (registry.bundle_dir(1) / "model.keras").write_bytes(b"flipped")
+    healed = heal(registry)
+    assert healed["version"] is None
+    assert (
+        'conf {"force": true}' in healed["problem"] and "registry check demo" in healed["problem"]
+    )
+    assert heal(registry)["problem"] == healed["problem"]
+    assert kinds(registry) == ["promoted", "damaged"]  # reported once, not at every read
+    # The pointer is left as it is: the history still names v1, and nothing pretends otherwise.
+    assert registry.champion()["version"] == 1
+
+
+def test_prune_keeps_the_historys_champion_when_the_pointer_is_lost(registry, tmp_path):
+    for i in range(1, 4):
+        promote(registry, tmp_path, f"run{i}")
+    rollback(registry, 1, run_id="rb", reason="x", verify=lambda p: {})
+    (registry.dir / "champion.json").unlink()
+    with registry.lock():
+        assert registry.prune(1) == [2]
+    assert 1 in registry.versions()
+
+
+def test_a_rollback_from_no_champion_says_so(registry, tmp_path):
+    with registry.lock():
+        version = registry.add_version(
+            bundle_files(tmp_path / "r", "r"), meta=meta("r"), run_id="r"
+        )
+    rollback(registry, version, run_id="rb", reason="first serve", verify=lambda p: {})
+    assert "no champion -> v1: first serve" in describe(registry)
+    assert "vNone" not in describe(registry)
+
+
+def test_check_verifies_every_bundle_and_repairs(registry, tmp_path, capsys, monkeypatch):
+    from freshcast import registry as registry_module
+
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    (registry.bundle_dir(2) / "scaler.json").write_text("{}")
+    (registry.dir / "champion.json").unlink()
+    (registry.versions_dir / ".tmp-crashed").mkdir()
+    assert registry_module.main(["check", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "v1: files verify" in out and "v2: FAILS" in out and "scaler" in out
+    assert "history: 2 event(s), contiguous" in out
+    assert "repaired: champion v2 fails its check" in out and "repaired: serving v1 instead" in out
+    assert "removed 1 unfinished bundle folder(s)" in out
+    assert "champion: v1 (files verify)" in out
+    assert not (registry.versions_dir / ".tmp-crashed").exists()
+
+    (registry.bundle_dir(1) / "model.keras").write_bytes(b"flipped")
+    assert registry_module.main(["check", "demo"]) == 1  # nothing left to serve: says so
+    assert "NOT REPAIRED" in capsys.readouterr().out
+
+
+def test_check_names_gaps_in_the_history(registry, tmp_path, capsys, monkeypatch):
+    from freshcast import registry as registry_module
+
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    for i in range(1, 4):
+        promote(registry, tmp_path, f"run{i}")
+    (registry.history_dir / "000002.json").write_text("garbage")
+    registry_module.main(["check", "demo"])
+    assert "missing or unreadable: #2" in capsys.readouterr().out

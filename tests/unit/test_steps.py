@@ -180,6 +180,44 @@ def test_a_bundle_that_fails_its_fresh_process_check_is_never_served(tmp_path, m
 
 
 @pytest.mark.slow
+def test_a_lost_pointer_or_a_damaged_champion_heals_or_says_what_to_do(tmp_path, monkeypatch):
+    from freshcast.errors import BadInputError
+    from freshcast.registry import Registry, RegistryError
+
+    spec_file, _ = serving_spec(tmp_path, monkeypatch)
+    train_run(spec_file, "run1")
+    registry = Registry("tiny")
+
+    # A lost champion.json: forecasting rebuilds it from the history instead of skipping.
+    (registry.dir / "champion.json").unlink()
+    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    assert made["version"] == 1 and "rebuilt it from event #1: v1" in made["registry"][0]
+    # ... and the gate compares with v1, never with "no champion yet".
+    (registry.dir / "champion.json").unlink()
+    decided = train_run(spec_file, "run2", force=True)
+    assert decided["champion"] == 1
+    assert not any("no champion yet" in r for r in decided["reasons"])
+    assert registry.champion()["version"] == 1  # the same model does not beat itself
+
+    # A few flipped bytes in the only version: reported once, with the fix; not retryable.
+    model = registry.bundle_dir(1) / "model.keras"
+    data = bytearray(model.read_bytes())
+    data[200:204] = b"\xff\xff\xff\xff"
+    model.write_bytes(bytes(data))
+    for run_id in ("f2", "f3"):
+        with pytest.raises(RegistryError, match=r'conf \{"force": true\}') as err:
+            steps.forecast(spec_file, run_id=run_id, cutoff=None)
+        assert isinstance(err.value, BadInputError)  # the DAG fails it at once, no retries
+    assert [e["kind"] for e in registry.history()].count("damaged") == 1
+
+    # The advice works: a forced run is compared with the baselines only and becomes v2.
+    decided = train_run(spec_file, "run3", force=True)
+    assert decided["champion"] is None and decided["promoted"]["version"] == 2
+    assert any("fails its check" in r for r in decided["reasons"])
+    assert steps.forecast(spec_file, run_id="f4", cutoff=None)["version"] == 2
+
+
+@pytest.mark.slow
 def test_a_broken_candidate_fails_the_run_and_keeps_the_champion(tmp_path, monkeypatch):
     from freshcast.registry import Registry
 
