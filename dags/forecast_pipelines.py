@@ -94,6 +94,16 @@ def _default_args(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def _check_conf(steps: Any, context: Any) -> None:
+    """Refuse a run whose conf has keys the DAG's Params do not declare (first task)."""
+    with _no_retry_on_bad_input():
+        steps.check_conf(
+            context["dag_run"].conf,
+            known=context["dag"].params.keys(),
+            dag_id=context["dag"].dag_id,
+        )
+
+
 @contextmanager
 def _no_retry_on_bad_input():
     """Bad data or a bad spec fails the task at once: retrying cannot fix it."""
@@ -217,6 +227,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             steps = _steps()
 
             context = get_current_context()
+            _check_conf(steps, context)
             with _no_retry_on_bad_input():
                 result = steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
             context["outlet_events"][dataset].extra = {
@@ -351,6 +362,7 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
             steps = _steps()
 
             context = get_current_context()
+            _check_conf(steps, context)
             try:
                 with _no_retry_on_bad_input():
                     result = steps.forecast(
@@ -413,6 +425,7 @@ champion pointer moves; the change is recorded in the registry history and trigg
             steps = _steps()
 
             context = get_current_context()
+            _check_conf(steps, context)
             params = context["params"]
             with _no_retry_on_bad_input():
                 result = steps.rollback(

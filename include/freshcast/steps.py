@@ -8,9 +8,10 @@ a step again for the same run replaces its folder with the same result. Only `tr
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pandas as pd
 
 from freshcast import artifacts, display
 from freshcast.artifacts import ArtifactError, output_path, read_json, read_manifest, write_manifest
+from freshcast.errors import BadInputError
 from freshcast.ingest import data_fingerprint, load_source, source_files
 from freshcast.registry import Registry, RegistryError
 from freshcast.scaling import ScalerParams, fit_scaler
@@ -90,6 +92,32 @@ def _timed(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
+
+
+class ConfError(BadInputError, ValueError):
+    """A run's conf names a key its DAG does not take."""
+
+
+def check_conf(conf: Mapping[str, Any] | None, *, known: Iterable[str], dag_id: str) -> None:
+    """Refuse conf keys that are not parameters of the DAG (Airflow keeps them silently, so a
+    typo such as `epoch` would train with the spec's epochs).
+
+    Raises:
+        ConfError: naming each unknown key, the closest known one and every known key.
+    """
+    known = sorted(known)
+    unknown = sorted(set(conf or {}) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    takes = ", ".join(known) if known else "no conf at all"
+    raise ConfError(
+        f"{dag_id}: unknown conf key(s) {', '.join(hints)}; it takes {takes}. Trigger it again "
+        "with the keys spelled as listed."
+    )
 
 
 # ---------------------------------------------------------------- the steps, in DAG order

@@ -78,6 +78,14 @@ def test_wrong_conf_is_refused(airflow_db, tiny):
         run_dag({"epochs": "many"})
 
 
+def test_an_unknown_conf_key_fails_the_run_at_once(airflow_db, tiny):
+    dag_run = run_dag({"epoch": 2})  # a typo of epochs: Airflow itself keeps it silently
+    assert dag_run.state == "failed"
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    assert tis["ingest"].state == "failed" and tis["ingest"].try_number == 1  # not retried
+    assert not (tiny["artifacts"] / "tiny" / "runs").exists()  # nothing was read or trained
+
+
 def test_bad_data_fails_validate_at_once_and_leaves_nothing_behind(airflow_db, tiny):
     csv = tiny["pipelines"] / "tiny.csv"
     lines = csv.read_text().splitlines()

@@ -348,3 +348,18 @@ def test_every_step_on_its_own_worker_through_an_s3_store(tmp_path, monkeypatch,
     assert "tiny/forecasts/history.parquet" in keys
     assert "tiny/forecasts/runs/f1/score/index.html" in keys
     assert not any("train_work" in k or "/." in k for k in keys)  # scratch and temp files stay
+
+
+def test_unknown_conf_keys_are_refused_with_the_known_ones():
+    from freshcast.errors import BadInputError
+
+    steps.check_conf({"epochs": 2, "force": True}, known=["epochs", "models", "force"], dag_id="d")
+    steps.check_conf(None, known=[], dag_id="forecast_x")
+    with pytest.raises(BadInputError) as err:
+        steps.check_conf({"epoch": 2}, known=["epochs", "models", "force"], dag_id="train_x")
+    assert str(err.value).startswith(
+        "train_x: unknown conf key(s) 'epoch' (did you mean 'epochs'?); it takes epochs, force, "
+        "models."
+    )
+    with pytest.raises(BadInputError, match="it takes no conf at all"):
+        steps.check_conf({"x": 1}, known=[], dag_id="forecast_x")
