@@ -273,7 +273,7 @@ def window(run_dir: str | Path) -> dict[str, Any]:
 def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) -> dict[str, Any]:
     """Build the named model from the spec, fit it on the train windows, save `.keras` + history."""
     from freshcast.models import build_model
-    from freshcast.training import describe_model, fit
+    from freshcast.training import attempt_lock, describe_model, fit
 
     run = artifacts.local(run_dir)
     spec = run_spec(run)
@@ -289,7 +289,7 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
     )
     out = run / "train" / model_name
     work = run / "train_work" / model_name  # survives a retry, so BackupAndRestore can resume
-    with artifacts.step_output(out) as out:
+    with attempt_lock(work), artifacts.step_output(out) as out:
         log.info(
             "training %s on %s windows, validating on %s",
             model_name,

@@ -3,15 +3,20 @@
 Batches reach the model through tf.data (`window_dataset`), gathered from the views in parallel.
 
 EarlyStopping restores the best weights, ModelCheckpoint keeps the best `.keras` so far, and
-BackupAndRestore lets a retried task resume from its last finished epoch.
+BackupAndRestore lets a retried task resume from its last finished epoch. One attempt at a time
+uses a work folder: a retry (or an attempt a restarted scheduler started again) waits for the
+earlier attempt's process to end before it resumes from the backup (`attempt_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +107,47 @@ class EpochLog(keras.callbacks.Callback):
         self.log(f"{self.name} epoch {epoch + 1}/{self.epochs} {figures} time={took:.2f}s")
 
 
+class WorkDirBusy(RuntimeError):
+    """Another live attempt trains in this work folder; a later retry can pass."""
+
+
+@contextlib.contextmanager
+def attempt_lock(work_dir: Path, *, wait: float = 120.0) -> Iterator[None]:
+    """Hold the work folder for this process: an exclusive lock on `<work_dir>/.attempt.lock`.
+
+    The lock goes with the process that holds it, killed or not, so an attempt only waits while
+    an earlier one is still alive (for example a task that a restarted scheduler started again
+    while the old process was still being stopped).
+
+    Raises:
+        WorkDirBusy: still held after `wait` seconds, naming the holder's pid.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with open(work_dir / ".attempt.lock", "a+") as fh:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "unknown"
+                    raise WorkDirBusy(
+                        f"another attempt (pid {holder}) is still training in {work_dir}; "
+                        "this attempt fails so that a retry resumes once that one has ended"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def fit(
     model: keras.Model,
     train: Windows,
@@ -120,6 +166,7 @@ def fit(
         train, val: window views; x is [samples, timesteps, features], y is [samples, horizon].
         work_dir: run-scoped folder for the checkpoint, the backup and the epoch log. A backup
             left there by an interrupted attempt is resumed; otherwise training starts fresh.
+            Callers hold `attempt_lock(work_dir)` so that no two live attempts share it.
 
     Returns:
         {"epoch": [...], "loss": [...], "val_loss": [...], ...} with the best weights restored

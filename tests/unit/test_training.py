@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -337,3 +339,42 @@ def test_build_model_jit_compile_from_the_spec(jit):
     model = build_model(spec, timesteps=TIMESTEPS, features=FEATURES, horizon=1, seed=0)
     assert model.jit_compile is jit
     assert ModelSpec(type="lstm").jit_compile is None  # by default Keras decides
+
+
+def test_two_live_attempts_never_share_a_work_folder(tmp_path):
+    """The lock goes with its process: a killed attempt frees it at once, a live one does not."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from freshcast.training import WorkDirBusy, attempt_lock
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from pathlib import Path
+                from freshcast.training import attempt_lock
+                with attempt_lock(Path({str(tmp_path)!r})):
+                    print("holding", flush=True)
+                    time.sleep(120)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(WorkDirBusy, match=rf"another attempt \(pid {holder.pid}\)"):
+            with attempt_lock(tmp_path, wait=0.6):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with attempt_lock(tmp_path, wait=0):  # the killed attempt's lock went with it
+        assert (tmp_path / ".attempt.lock").read_text() == str(os.getpid())
