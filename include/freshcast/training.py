@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -175,18 +177,27 @@ def fit(
     work_dir.mkdir(parents=True, exist_ok=True)
     backup, epoch_log = work_dir / "backup", work_dir / "epochs.csv"
     checkpoint = work_dir / "checkpoint.keras"
-    if not backup.exists():  # a fresh attempt: forget any earlier, finished attempt's files
+    backup_cb = keras.callbacks.BackupAndRestore(backup_dir=str(backup), double_checkpoint=True)
+    first = _restore(model, backup_cb, backup, log) if backup.exists() else None
+    if first is None:  # a fresh attempt: forget any earlier, finished attempt's files
+        shutil.rmtree(backup, ignore_errors=True)
         epoch_log.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
-        done: dict[str, list[float]] = {}
+        first, done = 0, {}
     else:
-        done = read_epoch_log(epoch_log) if epoch_log.exists() else {}
-        log(f"{model.name}: resuming from the backup in {backup}")
+        done = _keep_epochs(epoch_log, first)
+        if not _readable_zip(checkpoint):  # cut by the kill while it was being written
+            checkpoint.unlink(missing_ok=True)
+            done.pop("val_loss", None)
+        log(f"{model.name}: resuming at epoch {first + 1} from the backup in {backup}")
     # Callbacks start afresh on a resume; seeding the checkpoint with the best val_loss so far
     # keeps checkpoint.keras the best model over every attempt.
     best_so_far = min(done.get("val_loss", []), default=None)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir=str(backup)),
+        # The epoch's row first, its backup second: a process killed between the two leaves
+        # an extra row, which the next attempt drops (`_keep_epochs`), never a missing one.
+        keras.callbacks.CSVLogger(str(epoch_log), append=True),
+        backup_cb,
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True
         ),
@@ -196,10 +207,8 @@ def fit(
             save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.CSVLogger(str(epoch_log), append=True),
         EpochLog(log, name=model.name, epochs=epochs),
     ]
-    first = len(done.get("epoch", []))  # BackupAndRestore resumes fit at this epoch
     model.fit(
         window_dataset(
             train, batch_size=batch_size, shuffle=True, seed=seed, epochs=range(first, epochs)
@@ -215,6 +224,42 @@ def fit(
     if checkpoint.exists():  # the best weights over all attempts, not just this one
         model.load_weights(checkpoint)
     return read_epoch_log(epoch_log)
+
+
+def _restore(
+    model: keras.Model, backup: keras.callbacks.BackupAndRestore, folder: Path, log: Callable
+) -> int | None:
+    """Load an interrupted attempt's backup into `model`; the epoch to resume at, or None when
+    the backup cannot be used (then training starts afresh, which a retry can always do).
+
+    Keras keeps the previous backup beside the latest (`double_checkpoint`) and falls back to it
+    when a kill cut the latest weights file short.
+    """
+    backup.set_model(model)
+    try:
+        backup.on_train_begin()  # fit() calls it again: loading twice gives the same state
+        metadata = folder / "training_metadata.json"
+        return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log(f"{model.name}: the backup in {folder} cannot be read ({err}); starting afresh")
+        return None
+
+
+def _keep_epochs(path: Path, epochs: int) -> dict[str, list[float]]:
+    """Cut the epoch log to its first `epochs` rows (the ones the backup holds) and read it."""
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: epochs + 1]))  # the header and one line an epoch
+    return read_epoch_log(path)
+
+
+def _readable_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def read_epoch_log(path: Path) -> dict[str, list[float]]:

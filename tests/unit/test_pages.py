@@ -237,3 +237,21 @@ def test_run_notes_say_what_each_kind_of_run_did():
     assert pages.run_note("rollback", {"rollback": "success"}, {"rollback": rolled}) == (
         "champion v2 → v1 (lstm): v2 drifts"
     )
+
+
+def test_a_run_that_healed_the_registry_says_so_in_its_note():
+    made = {
+        "version": 1,
+        "unit": "",
+        "decimals": 1,
+        "forecast": {"2016-01-01T00:00:00+00:00": 6.0},
+        "registry": ["champion v2 fails its check: model.keras changed", "serving v1 instead"],
+    }
+    assert pages.run_note("forecast", {"forecast": "success"}, {"forecast": made}) == (
+        "registry: champion v2 fails its check: model.keras changed; serving v1 instead"
+        " | v1 forecast 2016-01-01: 6.00"
+    )
+    refused = {"gate": {"verdict": "champion v1 kept", "registry": ["champion.json was missing"]}}
+    assert pages.run_note("train", {"gate": "success"}, refused) == (
+        "registry: champion.json was missing | champion v1 kept"
+    )

@@ -375,3 +375,26 @@ def test_check_names_gaps_in_the_history(registry, tmp_path, capsys, monkeypatch
     (registry.history_dir / "000002.json").write_text("garbage")
     registry_module.main(["check", "demo"])
     assert "missing or unreadable: #2" in capsys.readouterr().out
+
+
+def test_a_full_disk_during_promote_keeps_the_old_champion(registry, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    promote(registry, tmp_path, "run1")
+    real_copy = shutil.copyfile
+
+    def disk_full(src, dst, *args, **kwargs):
+        if Path(src).name == "scaler.json":  # the model was copied; then the disk filled up
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        promote(registry, tmp_path, "run2")
+    monkeypatch.undo()
+    assert registry.champion()["version"] == 1 and registry.versions() == [1]
+    assert registry.bundle(1)["lineage"]["run_id"] == "run1"  # every file still verifies
+    assert [p.name for p in registry.versions_dir.iterdir()] == ["v0001"]  # no half bundle
+    assert [e["kind"] for e in registry.history()] == ["promoted"]
+    assert promote(registry, tmp_path, "run2") == 2  # once there is room, the retry succeeds

@@ -363,3 +363,44 @@ def test_unknown_conf_keys_are_refused_with_the_known_ones():
     )
     with pytest.raises(BadInputError, match="it takes no conf at all"):
         steps.check_conf({"x": 1}, known=[], dag_id="forecast_x")
+
+
+@pytest.mark.slow
+def test_a_training_task_killed_outright_resumes_from_its_backup(tmp_path, monkeypatch):
+    """SIGKILL mid-fit (no cleanup runs), then the retry: it resumes at the next epoch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import LEARNING_MODELS, lagged_series
+
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    slow_gru = {**LEARNING_MODELS[-1], "epochs": 400, "patience": 1000}
+    spec_file = write_tiny_pipeline(tmp_path / "pipelines", data=lagged_series(), models=[slow_gru])
+    run = prepare(spec_file)
+    epochs = run / "train_work" / "gru" / "epochs.csv"
+    task = subprocess.Popen(
+        [sys.executable, "-c", f"from freshcast import steps; steps.train({str(run)!r}, 'gru')"],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and task.poll() is None:
+            if epochs.exists() and len(epochs.read_text().splitlines()) > 3:  # header + 3 epochs
+                break
+            time.sleep(0.1)
+        assert task.poll() is None, "training ended before it could be killed"
+        task.send_signal(signal.SIGKILL)
+        task.wait()
+    finally:
+        if task.poll() is None:
+            task.kill()
+    done_before = len(epochs.read_text().splitlines()) - 1
+    assert 3 <= done_before < 400 and not (run / "train" / "gru" / "manifest.json").exists()
+
+    resumed = steps.train(run, "gru", epochs=done_before + 2)  # the retry, two epochs more
+    history = json.loads(Path(resumed["path"]).with_name("history.json").read_text())
+    assert history["epoch"] == list(range(done_before + 2))  # no epoch trained twice or lost
+    assert (run / "train" / "gru" / "manifest.json").exists()

@@ -244,13 +244,50 @@ def test_fit_resumes_an_interrupted_attempt(tmp_path):
 
     retry_log: list[str] = []
     history = _fit(_model(), windows, tmp_path, retry_log.append)
-    assert "resuming from the backup" in retry_log[0]
-    epoch_lines = [m for m in retry_log if " epoch " in m]
+    assert "resuming at epoch 3 from the backup" in retry_log[0]
+    epoch_lines = [m for m in retry_log[1:] if " epoch " in m]
     assert [m.split(" epoch ")[1].split()[0] for m in epoch_lines] == ["3/4", "4/4"]
     assert history["epoch"] == [0.0, 1.0, 2.0, 3.0]  # every epoch once, across both attempts
     assert len(history["loss"]) == len(history["val_loss"]) == 4
     assert (tmp_path / "epochs.csv").read_text().count("epoch") == 1  # one header
     assert not (tmp_path / "backup").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "resumes_at"),
+    [
+        ("weights cut short", 3),  # Keras falls back to the previous backup (double_checkpoint)
+        ("an extra log row", 3),  # killed between the epoch's log row and its backup
+        ("metadata unreadable", None),  # nothing to trust: start afresh, never fail forever
+        ("checkpoint cut short", 4),
+    ],
+)
+def test_a_backup_damaged_by_a_kill_still_resumes(tmp_path, damage, resumes_at):
+    windows = _windows()
+    with pytest.raises(_Interrupted):
+        _fit(_model(), windows, tmp_path, _interrupt_at_epoch(3, 5, []), epochs=5)
+    backup, log_file = tmp_path / "backup", tmp_path / "epochs.csv"
+    if damage == "weights cut short":
+        weights = backup / "latest.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:96])
+    elif damage == "an extra log row":
+        rows = log_file.read_text().splitlines()
+        backup.joinpath("training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+        assert len(rows) == 4  # the header and three epochs, one more than the backup holds
+    elif damage == "metadata unreadable":
+        backup.joinpath("training_metadata.json").write_text('{"epo')
+    else:
+        checkpoint = tmp_path / "checkpoint.keras"
+        checkpoint.write_bytes(checkpoint.read_bytes()[:50])
+
+    retry_log: list[str] = []
+    history = _fit(_model(), windows, tmp_path, retry_log.append, epochs=5)
+    if resumes_at is None:
+        assert "starting afresh" in retry_log[0]
+    else:
+        assert f"resuming at epoch {resumes_at} from the backup" in retry_log[0]
+    assert history["epoch"] == [0.0, 1.0, 2.0, 3.0, 4.0]  # every epoch once, none missing
+    assert (tmp_path / "checkpoint.keras").is_file()
 
 
 def test_resumed_fit_keeps_the_best_model_of_every_attempt(tmp_path):
