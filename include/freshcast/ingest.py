@@ -11,10 +11,15 @@ share a timestamp are resolved by `source.duplicates` (`last`, the default: the 
 wins, so a corrected re-delivery named after the original replaces its rows). Files whose name
 starts with `.` or `_` are ignored, so a writer can land a file atomically (write `.x.tmp`, then
 rename) and markers such as `_SUCCESS` are skipped.
+
+Every file read lies, symlinks resolved, under the spec's folder or a folder in
+FRESHCAST_DATA_ROOTS (see `freshcast.spec`); an empty file (no bytes, or a header and no rows) is
+an error that names it, as it is more likely a failed delivery than a partition without data.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 from datetime import datetime
@@ -25,7 +30,15 @@ import numpy as np
 import pandas as pd
 
 from freshcast.errors import BadInputError
-from freshcast.spec import SOURCE_SUFFIXES, PipelineSpec, resolve_source_path, source_location
+from freshcast.spec import (
+    SOURCE_SUFFIXES,
+    PipelineSpec,
+    clip,
+    quote,
+    resolve_source_path,
+    source_location,
+    source_outside_roots,
+)
 
 
 class SourceError(BadInputError, RuntimeError):
@@ -33,49 +46,117 @@ class SourceError(BadInputError, RuntimeError):
 
 
 def source_files(spec: PipelineSpec) -> list[Path]:
-    """The files the spec's source names, sorted, for a path, a glob or a package resource."""
+    """The files the spec's source names, sorted by name, symlinks resolved, for a path, a glob,
+    a landing folder or a package resource.
+
+    Raises:
+        SourceError: the package or file is missing, nothing matches, or a file lies outside
+            the folders a source may read from (a symlink pointing out of the landing folder).
+    """
     if spec.source.package:
         try:
             ref = resources.files(spec.source.package).joinpath(spec.source.resource or "")
         except ModuleNotFoundError as err:
             raise SourceError(
-                f"source.package {spec.source.package!r} is not installed; "
+                f"source.package {quote(spec.source.package)} is not installed; "
                 "add it to requirements.txt and run `make run` again"
             ) from err
         path = Path(str(ref))
         if not path.is_file():
-            raise SourceError(f"source {source_location(spec)}: no such file in the package")
+            raise SourceError(f"source {clip(source_location(spec))}: no such file in the package")
         return [path]
+    if problem := source_outside_roots(spec):
+        raise SourceError(problem)
     pattern = resolve_source_path(spec)
     if spec.source.path and spec.source.path.endswith("/"):
         pattern = pattern / "*"  # a landing folder: every data file in it
-    files = sorted(
+    matches = sorted(
         Path(p)
         for p in glob.glob(str(pattern))
         if Path(p).is_file()
         and not Path(p).name.startswith((".", "_"))
         and Path(p).suffix.lower() in SOURCE_SUFFIXES
     )
-    if not files:
+    if not matches:
         raise SourceError(
-            f"source.path {spec.source.path!r} (resolved to {pattern}) matches no .csv or "
-            ".parquet file; relative paths start at the spec's folder"
+            f"source.path {quote(spec.source.path)} (resolved to {clip(str(pattern))}) matches "
+            "no .csv or .parquet file; relative paths start at the spec's folder"
         )
-    return files
+    for path in matches:
+        if problem := source_outside_roots(spec, path):
+            raise SourceError(problem)
+    return [path.resolve() for path in matches]
 
 
 def read_file(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Read one CSV or Parquet file, only `columns` where present; timestamps stay unparsed."""
+    """Read one CSV or Parquet file, only `columns` where present; timestamps stay unparsed.
+
+    Raises:
+        SourceError: naming the file: it cannot be read, a CSV is not UTF-8 (with the line and
+            byte offset), or it is empty (no bytes, or a header and no rows).
+    """
+    csv = path.suffix.lower() == ".csv"
     try:
-        if path.suffix.lower() == ".csv":
+        if path.stat().st_size == 0:
+            raise SourceError(
+                f"{path} is empty: it has no bytes; deliver the file again or remove it"
+            )
+        if csv:
             header = pd.read_csv(path, nrows=0).columns
             usecols = [c for c in columns if c in header] or None
             # dtype=str for the timestamp keeps the text for validate's messages.
-            return pd.read_csv(path, usecols=usecols, dtype={columns[0]: str})
-        frame = pd.read_parquet(path)
-        return frame[[c for c in columns if c in frame.columns]]
+            frame = pd.read_csv(path, usecols=usecols, dtype={columns[0]: str})
+        else:
+            frame = pd.read_parquet(path)
+            frame = frame[[c for c in columns if c in frame.columns]]
+    except UnicodeDecodeError as err:
+        raise SourceError(_not_utf8(path, err)) from None
+    except pd.errors.EmptyDataError:
+        raise SourceError(
+            f"{path} is empty: it has no header and no rows; deliver the file again or remove it"
+        ) from None
     except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise SourceError(f"{path}: cannot read it as {path.suffix[1:]}: {err}") from err
+        raise SourceError(f"{path}: cannot read it as {path.suffix[1:]}: {clip(str(err))}") from err
+    if len(frame) == 0:
+        # Said here by name: validate would only see no rows up to the run's cutoff.
+        raise SourceError(
+            f"{path} is empty: it has {'a header' if csv else 'columns'} but no rows; "
+            "deliver its rows or remove the file"
+        )
+    return frame
+
+
+def find_non_utf8(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[int, int, int] | None:
+    """(1-based line, 0-based byte offset, byte value) of the first byte of `path` that is not
+    UTF-8, or None; reads `chunk_bytes` at a time, so a large file costs no memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0  # bytes and newlines before `chunk`
+    with path.open("rb") as file:
+        while True:
+            chunk = file.read(chunk_bytes)
+            pending = len(decoder.getstate()[0])  # the start of a character cut by the chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                # err.start counts from the pending bytes, which hold no newline.
+                bad = offset - pending + err.start
+                line = newlines + chunk[: max(bad - offset, 0)].count(b"\n") + 1
+                return line, bad, err.object[err.start]
+            if not chunk:
+                return None
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
+    fix = f"re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`"
+    found = find_non_utf8(path)
+    if found is None:  # the decoder pandas used disagrees; show what it said
+        return f"{path}: not UTF-8 text: {clip(str(err))}; {fix}"
+    line, offset, byte = found
+    return (
+        f"{path}: line {line} is not UTF-8 text (byte {byte:#04x} at byte offset {offset}); {fix}"
+    )
 
 
 def load_source(

@@ -1,13 +1,23 @@
 """Typed pipeline specs: one YAML file per pipeline, validated here, defaults in one place.
 
 This module is imported when Airflow parses the DAG files, so it must stay light: pydantic and
-PyYAML only (no pandas, no TensorFlow).
+PyYAML only (no pandas, no TensorFlow). The DAG file and every task process read every spec, so
+reading one is bounded: a spec file is at most MAX_SPEC_BYTES, holds no YAML anchors or aliases
+(a 1 KB "billion laughs" expands to gigabytes) and nests at most MAX_SPEC_DEPTH levels, and an
+error message quotes at most QUOTE_LIMIT characters of any value it received.
+
+A file source (`source.path`) is read as written: `$VAR` and `~` are not expanded, so a spec
+cannot read the workers' environment. It must lie, symlinks resolved, under the spec's folder or
+under a folder listed in FRESHCAST_DATA_ROOTS (DATA_ROOTS_ENV: absolute folders separated by
+`os.pathsep`, e.g. `/data/landing:/mnt/exports`).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,6 +38,7 @@ from pydantic import (
 from freshcast.errors import BadInputError
 
 PIPELINES_DIR_ENV = "FRESHCAST_PIPELINES_DIR"
+DATA_ROOTS_ENV = "FRESHCAST_DATA_ROOTS"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
 
@@ -40,6 +51,13 @@ AGGREGATIONS = ("mean", "sum", "min", "max", "median", "first", "last")
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
 SOURCE_SUFFIXES = (".csv", ".parquet", ".pq")
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@once")
+GLOB_CHARACTERS = "*?["
+
+# A spec names its data, it does not hold it: the bundled ones are about 1 KB.
+MAX_SPEC_BYTES = 64 * 1024
+MAX_SPEC_DEPTH = 16
+QUOTE_LIMIT = 300  # characters of a received value (or of a parser's message) an error shows
+MAX_LISTED_PROBLEMS = 20
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -68,6 +86,18 @@ class SourceSpec(_Strict):
         "(files in name order), the one read first, or fail validation.",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _written_out(cls, value: str | None) -> str | None:
+        # Expanding `$VAR` would let a spec read (and an error message show) the workers'
+        # environment, which holds secrets under docker compose.
+        if value is not None and ("$" in value or value.startswith("~")):
+            raise ValueError(
+                "environment variables and `~` are not expanded; write the path out, relative "
+                "to the spec's folder or absolute"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> SourceSpec:
         if (self.path is None) == (self.package is None):
@@ -75,12 +105,12 @@ class SourceSpec(_Strict):
         if self.package is not None and not self.resource:
             raise ValueError("`package` needs `resource`, the file's path inside the package")
         name = self.path or self.resource or ""
-        if self.path is not None and (name.endswith("/") or any(c in name for c in "*?[")):
+        if self.path is not None and (name.endswith("/") or _is_glob(name)):
             return self  # a folder or glob: its CSV and Parquet files are read
         if not name.lower().endswith(SOURCE_SUFFIXES):
             raise ValueError(
                 "source must be a .csv or .parquet file, a glob, or a folder ending in '/'. "
-                f"Received: {name!r}"
+                f"Received: {quote(name)}"
             )
         return self
 
@@ -112,7 +142,8 @@ class GateSpec(_Strict):
     def _relative_below_one(self) -> GateSpec:
         if self.margin_type == "relative" and self.margin >= 1:
             raise ValueError(
-                f"a relative margin must be below 1 (it is a fraction). Received: {self.margin}"
+                "a relative margin must be below 1 (it is a fraction). "
+                f"Received: {quote(self.margin)}"
             )
         return self
 
@@ -211,7 +242,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         if value is not None and not NAME_PATTERN.match(value):
-            raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {value!r}")
+            raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {quote(value)}")
         return value
 
 
@@ -258,7 +289,7 @@ class PipelineSpec(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         if not NAME_PATTERN.match(value):
-            raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {value!r}")
+            raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {quote(value)}")
         return value
 
     @field_validator("frequency")
@@ -289,18 +320,18 @@ class PipelineSpec(_Strict):
     @classmethod
     def _target_not_timestamp(cls, value: str, info: ValidationInfo) -> str:
         if value == info.data.get("timestamp"):
-            raise ValueError(f"the timestamp column {value!r} cannot be the target")
+            raise ValueError(f"the timestamp column {quote(value)} cannot be the target")
         return value
 
     @field_validator("features")
     @classmethod
     def _features(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if len(set(value)) != len(value):
-            raise ValueError(f"`features` lists a column twice: {value}")
+            raise ValueError(f"`features` lists a column twice: {quote(value)}")
         timestamp = info.data.get("timestamp")
         # A target that is the timestamp is reported on `target` (features default to it).
         if timestamp in value and "target" in info.data:
-            raise ValueError(f"the timestamp column {timestamp!r} cannot be a feature")
+            raise ValueError(f"the timestamp column {quote(timestamp)} cannot be a feature")
         return value
 
     @field_validator("models")
@@ -309,7 +340,7 @@ class PipelineSpec(_Strict):
         names = [m.name for m in value]
         duplicates = sorted({n for n in names if n is not None and names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+            raise ValueError(f"model names must be unique; repeated: {quote(duplicates)}")
         return value
 
     @property
@@ -337,7 +368,9 @@ class PipelineSpec(_Strict):
         for model in self.models:
             if model.name == name:
                 return model
-        raise KeyError(f"pipeline {self.name!r} has no model {name!r}; it has {self.model_names}")
+        raise KeyError(
+            f"pipeline {self.name!r} has no model {quote(name)}; it has {self.model_names}"
+        )
 
     @property
     def grid_frequency(self) -> str:
@@ -366,7 +399,7 @@ def _check_schedule(value: str | None) -> str | None:
         return value
     raise ValueError(
         f"must be a cron expression such as '0 6 * * 1', one of {list(SCHEDULE_PRESETS)}, "
-        f"or null. Received: {value!r}"
+        f"or null. Received: {quote(value)}"
     )
 
 
@@ -374,9 +407,25 @@ def _check_frequency(value: str) -> str:
     if not FREQUENCY_PATTERN.match(value):
         raise ValueError(
             "must be a pandas offset alias such as 'h', '15min', 'D', 'W', 'W-SUN', 'MS', 'ME'. "
-            f"Received: {value!r}"
+            f"Received: {quote(value)}"
         )
     return value
+
+
+def clip(text: str, *, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how long it was, for an error message."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def quote(value: object) -> str:
+    """The repr of a received value for an error message, at most QUOTE_LIMIT characters."""
+    return clip(repr(value))
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in GLOB_CHARACTERS)
 
 
 def pipelines_dir() -> Path:
@@ -403,17 +452,12 @@ def load_spec(path: str | Path) -> PipelineSpec:
         The validated spec, with `spec_path` set.
 
     Raises:
-        SpecError: naming the file, each wrong field, what was wrong and what was received.
+        SpecError: naming the file, each wrong field, what was wrong and what was received;
+            also for a file over MAX_SPEC_BYTES, with anchors or aliases, nested deeper than
+            MAX_SPEC_DEPTH, or whose fixed source path lies outside the allowed folders.
     """
     path = Path(path).resolve()
-    try:
-        # libyaml's loader where PyYAML has it: ten times faster, and specs are read at every
-        # DAG parse.
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read the spec: {err}") from err
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from err
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(
             f"{path}: a spec must be a YAML mapping of fields (source, target, models, ...). "
@@ -422,46 +466,131 @@ def load_spec(path: str | Path) -> PipelineSpec:
     raw.setdefault("name", path.stem)
     if raw["name"] != path.stem:
         raise SpecError(
-            f"{path}: field 'name' is {raw['name']!r} but the file is {path.name!r}; "
+            f"{path}: field 'name' is {quote(raw['name'])} but the file is {path.name!r}; "
             "name the file after the pipeline or drop the field"
         )
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(_format_errors(path, err)) from None
-    return spec.model_copy(update={"spec_path": path})
+    spec = spec.model_copy(update={"spec_path": path})
+    if problem := source_outside_roots(spec):
+        raise SpecError(problem)
+    return spec
+
+
+def _read_yaml(path: Path) -> object:
+    """The YAML document of a spec file, refusing what could make reading it unbounded."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(f"{path}: cannot read the spec: it is not a regular file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError(_too_big(path, info.st_size))
+        with path.open("rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the spec: {err}") from err
+    if len(data) > MAX_SPEC_BYTES:  # it grew since the stat
+        raise SpecError(_too_big(path, len(data)))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise SpecError(
+            f"{path}: line {line} is not UTF-8 text (byte {data[err.start]:#04x} at byte offset "
+            f"{err.start}); save the spec as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+    try:
+        _refuse_unbounded_yaml(path, text)
+        # libyaml's loader where PyYAML has it: ten times faster, and specs are read at every
+        # DAG parse.
+        return yaml.load(text, Loader=_SAFE_LOADER)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {clip(str(err))}") from None
+
+
+def _too_big(path: Path, size: int) -> str:
+    return (
+        f"{path}: the spec is {size:,} bytes, over the limit of {MAX_SPEC_BYTES:,} bytes; "
+        "a spec names its data in `source`, it does not hold it"
+    )
+
+
+def _refuse_unbounded_yaml(path: Path, text: str) -> None:
+    """Raise SpecError at the first YAML anchor or alias, or at nesting past MAX_SPEC_DEPTH.
+
+    Aliases let a 1 KB file expand to gigabytes, and libyaml's composer recurses once per level,
+    so deep nesting overflows the C stack and kills the process (the DAG processor, a task).
+    Scanning the events first is iterative and costs about a third of the load.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            written = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            raise SpecError(
+                f"{path}: line {line}: {clip(written + event.anchor)}: a spec may not use YAML "
+                "anchors or aliases (`&name`, `*name`, `<<: *name`), which let a small file "
+                "expand without bound; write the value out"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(
+                    f"{path}: line {line}: nested more than {MAX_SPEC_DEPTH} levels deep; "
+                    "a spec needs four (models > model > units > unit)"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def load_valid_specs(folder: Path | None = None) -> list[PipelineSpec]:
-    """Every spec in `folder` that validates; the others are reported by `spec_problems`."""
-    specs = []
-    for path in spec_files(folder):
-        try:
-            specs.append(load_spec(path))
-        except SpecError:
-            continue
-    return specs
+    """Every spec in `folder` that validates and alone defines its pipeline; the others are
+    reported by `spec_problems`."""
+    return _load_folder(folder)[0]
 
 
 def spec_problems(folder: Path | None = None) -> list[str]:
-    """The error message of every spec in `folder` that does not validate."""
-    problems = []
+    """The error message of every spec in `folder` that does not validate, or that defines the
+    same pipeline as another file (`x.yaml` and `x.yml`)."""
+    return _load_folder(folder)[1]
+
+
+def _load_folder(folder: Path | None) -> tuple[list[PipelineSpec], list[str]]:
+    """(specs that load, messages for the files that do not), in file-name order."""
+    by_name: dict[str, list[Path]] = {}
     for path in spec_files(folder):
+        by_name.setdefault(path.stem, []).append(path)  # the stem is the pipeline name
+    specs, problems = [], []
+    for name, paths in by_name.items():
+        if len(paths) > 1:
+            # Loading either would be a guess, and the next edit could silently swap them.
+            first, *others = (p.resolve() for p in paths)
+            problems.append(
+                f"{first}: {' and '.join(map(str, others))} also defines pipeline "
+                f"{quote(name)}; neither file is loaded, as it is ambiguous which is meant. "
+                "Delete or rename one of them."
+            )
+            continue
         try:
-            load_spec(path)
+            specs.append(load_spec(paths[0]))
         except SpecError as err:
             problems.append(str(err))
-    return problems
+    return specs, problems
 
 
 def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: {err.error_count()} problem(s) in the pipeline spec"]
-    for e in err.errors(include_url=False):
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        received = f" Received: {e.get('input')!r}"
+    errors = err.errors(include_url=False)
+    lines = [f"{path}: {len(errors)} problem(s) in the pipeline spec"]
+    for e in errors[:MAX_LISTED_PROBLEMS]:
+        field = clip(".".join(str(p) for p in e["loc"])) or "(top level)"
+        received = f" Received: {quote(e.get('input'))}"
         if e["type"] == "missing" or received.strip() in e["msg"]:
             received = ""  # a validator's own message may already say what it received
         lines.append(f"  field '{field}': {e['msg']}.{received}")
+    if len(errors) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - MAX_LISTED_PROBLEMS} more, not listed")
     lines.append("  Fix the field(s) above; README.md lists every field with its default.")
     return "\n".join(lines)
 
@@ -474,9 +603,59 @@ def source_location(spec: PipelineSpec) -> str:
 
 
 def resolve_source_path(spec: PipelineSpec) -> Path:
-    """The source path or glob, relative paths taken from the spec file's folder."""
+    """The source path or glob as written (nothing expanded), relative paths taken from the
+    spec file's folder."""
     assert spec.source.path is not None
-    path = Path(os.path.expandvars(os.path.expanduser(spec.source.path)))
+    path = Path(spec.source.path)
     if not path.is_absolute() and spec.spec_path is not None:
         path = spec.spec_path.parent / path
     return path
+
+
+def source_outside_roots(spec: PipelineSpec, path: Path | None = None) -> str | None:
+    """Why the source may not read `path`, or None when it may.
+
+    A source reads, symlinks resolved, under the spec's folder or under a folder listed in
+    FRESHCAST_DATA_ROOTS; a spec built in code (no spec file) under `pipelines_dir()`.
+
+    Args:
+        spec: the pipeline spec.
+        path: a file the source matched; default: the source path up to its first glob
+            character (a file source's file, the folder a glob or landing folder reads under).
+
+    Returns:
+        None for a package source or an allowed path; otherwise the refusal, naming the spec
+        file, the field and the fix.
+    """
+    if spec.source.path is None:
+        return None
+    if path is None:
+        path = _fixed_part(resolve_source_path(spec))
+    folder = spec.spec_path.parent if spec.spec_path is not None else pipelines_dir()
+    where = spec.spec_path or f"pipeline {spec.name!r}"
+    real = path.resolve()
+    if real.is_relative_to(folder.resolve()):
+        return None
+    roots = []
+    for n, entry in enumerate(os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep), start=1):
+        if entry and not Path(entry).is_absolute():
+            # The entry is not shown: error messages do not echo the environment.
+            return (
+                f"{where}: field 'source.path' cannot be checked: {DATA_ROOTS_ENV} entry {n} is "
+                f"not an absolute path; list absolute folders separated by {os.pathsep!r}"
+            )
+        if entry:
+            roots.append(Path(entry).resolve())
+    if any(real.is_relative_to(root) for root in roots):
+        return None
+    shown = str(path) if real == path else f"{path}, which resolves to {real},"
+    return (
+        f"{where}: field 'source.path': {clip(shown)} lies outside the folders a source may "
+        f"read from (the spec's folder and those in {DATA_ROOTS_ENV}); move the data under "
+        f"{folder} or add its folder to {DATA_ROOTS_ENV}"
+    )
+
+
+def _fixed_part(path: Path) -> Path:
+    """`path` up to its first component with a glob character: where its matches lie."""
+    return Path(*itertools.takewhile(lambda part: not _is_glob(part), path.parts))

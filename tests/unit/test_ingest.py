@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from freshcast.ingest import SourceError, load_source, source_files, to_utc
-from freshcast.spec import PipelineSpec
+from freshcast.spec import DATA_ROOTS_ENV, PipelineSpec
+
+
+@pytest.fixture(autouse=True)
+def data_under_tmp_path(tmp_path, monkeypatch):
+    """Specs built in code have no spec folder: let their sources read under tmp_path."""
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(tmp_path))
 
 
 def make_spec(source: dict, **changes) -> PipelineSpec:
@@ -286,3 +292,170 @@ def test_data_fingerprint_follows_content_not_format(tmp_path):
     (folder / "2024-01-f.csv").unlink()
     write_csv(folder / "2024-01-b.csv", "ts,x,y\n2024-01-04,4,40\n2024-01-02,2,22\n")
     assert data_fingerprint(load_source(spec)) != first  # a corrected value is a change
+
+
+# --- what a source may read: under the spec's folder or FRESHCAST_DATA_ROOTS, links resolved ----
+
+
+def spec_file_in(folder: Path, source: dict) -> Path:
+    """A spec file in `folder` whose source is `source`."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = make_spec(source).model_dump(mode="json", exclude={"name"})
+    path = folder / "demo.yaml"
+    path.write_text(yaml.safe_dump(fields), encoding="utf-8")
+    return path
+
+
+def refusal(spec_file: Path, shown: str) -> str:
+    return (
+        f"{spec_file.resolve()}: field 'source.path': {shown} lies outside the folders a source "
+        f"may read from (the spec's folder and those in {DATA_ROOTS_ENV}); move the data under "
+        f"{spec_file.resolve().parent} or add its folder to {DATA_ROOTS_ENV}"
+    )
+
+
+@pytest.mark.parametrize("source", ["landing/", "landing/*.csv"])
+def test_a_symlink_out_of_the_landing_folder_is_refused(tmp_path, monkeypatch, source):
+    from freshcast.spec import load_spec
+
+    monkeypatch.delenv(DATA_ROOTS_ENV)
+    folder = tmp_path / "pipelines"
+    write_csv(folder / "landing" / "a.csv", "ts,x,y\n2024-01-01,1,10\n")
+    secret = write_csv(tmp_path / "secret" / "b.csv", "ts,x,y\n2024-01-02,2,20\n")
+    (folder / "landing" / "b.csv").symlink_to(secret)
+    spec_file = spec_file_in(folder, {"path": source})
+    spec = load_spec(spec_file)  # the folder itself is allowed
+    with pytest.raises(SourceError) as info:
+        source_files(spec)
+    link = folder / "landing" / "b.csv"
+    assert str(info.value) == refusal(spec_file, f"{link}, which resolves to {secret},")
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(secret.parent))
+    assert source_files(spec) == [folder / "landing" / "a.csv", secret]
+
+
+def test_a_symlinked_folder_out_of_the_spec_folder_is_refused(tmp_path, monkeypatch):
+    from freshcast.spec import load_spec
+
+    monkeypatch.delenv(DATA_ROOTS_ENV)
+    folder = tmp_path / "pipelines"
+    write_csv(tmp_path / "elsewhere" / "a.csv", "ts,x,y\n2024-01-01,1,10\n")
+    folder.mkdir()
+    (folder / "parts").symlink_to(tmp_path / "elsewhere")
+    spec_file = spec_file_in(folder, {"path": "*/a.csv"})
+    with pytest.raises(SourceError) as info:
+        source_files(load_spec(spec_file))
+    shown = f"{folder / 'parts' / 'a.csv'}, which resolves to {tmp_path / 'elsewhere' / 'a.csv'},"
+    assert str(info.value) == refusal(spec_file, shown)
+
+
+def test_a_symlink_inside_the_spec_folder_is_read_as_its_target(tmp_path, monkeypatch):
+    from freshcast.spec import load_spec
+
+    monkeypatch.delenv(DATA_ROOTS_ENV)
+    folder = tmp_path / "pipelines"
+    target = write_csv(folder / "exports" / "2024.csv", "ts,x,y\n2024-01-01,1,10\n")
+    (folder / "landing").mkdir()
+    (folder / "landing" / "current.csv").symlink_to(target)
+    spec = load_spec(spec_file_in(folder, {"path": "landing/"}))
+    assert source_files(spec) == [target]
+    assert load_source(spec)["y"].tolist() == [10]
+
+
+def test_a_spec_built_in_code_reads_under_the_pipelines_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ROOTS_ENV)
+    monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(tmp_path / "pipelines"))
+    inside = write_csv(tmp_path / "pipelines" / "s.csv", "ts,x,y\n2024-01-01,1,2\n")
+    outside = write_csv(tmp_path / "s.csv", "ts,x,y\n2024-01-01,1,2\n")
+    assert source_files(make_spec({"path": str(inside)})) == [inside]
+    with pytest.raises(SourceError) as info:
+        source_files(make_spec({"path": str(outside)}))
+    assert str(info.value).startswith(f"pipeline 'demo': field 'source.path': {outside} lies ")
+
+
+# --- messages that name the file: not UTF-8, empty ----------------------------------------------
+
+
+def test_a_csv_that_is_not_utf8_names_the_line_and_the_fix(tmp_path):
+    text = "ts,x,y\n2024-01-01,1,10\n2024-01-02,caf\xe9,20\n"
+    path = tmp_path / "latin.csv"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(SourceError) as info:
+        load_source(make_spec({"path": str(path)}))
+    assert str(info.value) == (
+        f"{path}: line 3 is not UTF-8 text (byte 0xe9 at byte offset {text.index('é')}); "
+        "re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 latin.csv > fixed.csv`"
+    )
+
+
+def test_find_non_utf8_agrees_for_every_chunk_size(tmp_path):
+    from freshcast.ingest import find_non_utf8
+
+    # A two-byte character and a newline just before the bad byte, so some chunk sizes cut the
+    # character in two and some put the newline and the bad byte in different chunks.
+    data = "ts,y\nzürich,1\nä\n".encode() + b"b\xe9\n"
+    path = tmp_path / "s.csv"
+    path.write_bytes(data)
+    expected = (4, data.index(b"\xe9"), 0xE9)
+    for chunk_bytes in range(1, len(data) + 2):
+        assert find_non_utf8(path, chunk_bytes=chunk_bytes) == expected, chunk_bytes
+
+
+def test_find_non_utf8_spots_a_character_cut_at_the_end(tmp_path):
+    from freshcast.ingest import find_non_utf8
+
+    path = tmp_path / "s.csv"
+    path.write_bytes("ts\nü\n".encode() + "ü".encode()[:1])
+    assert find_non_utf8(path, chunk_bytes=2) == (3, 6, 0xC3)
+    path.write_bytes("ts\nü\n".encode())
+    assert find_non_utf8(path, chunk_bytes=2) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("zero.csv", b"", "is empty: it has no bytes; deliver the file again or remove it"),
+        ("zero.parquet", b"", "is empty: it has no bytes; deliver the file again or remove it"),
+        (
+            "header.csv",
+            b"ts,x,y\n",
+            "is empty: it has a header but no rows; deliver its rows or remove the file",
+        ),
+        (
+            "blank.csv",
+            b"\n\n",
+            "is empty: it has no header and no rows; deliver the file again or remove it",
+        ),
+    ],
+)
+def test_an_empty_file_is_called_empty_by_name(tmp_path, name, content, said):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SourceError) as info:
+        load_source(make_spec({"path": str(path)}))
+    assert str(info.value) == f"{path} {said}"
+
+
+def test_a_parquet_file_without_rows_is_called_empty(tmp_path):
+    path = tmp_path / "none.parquet"
+    pd.DataFrame({"ts": pd.Series([], dtype=str), "x": [], "y": []}).to_parquet(path)
+    with pytest.raises(SourceError) as info:
+        load_source(make_spec({"path": str(path)}))
+    assert str(info.value) == (
+        f"{path} is empty: it has columns but no rows; deliver its rows or remove the file"
+    )
+
+
+def test_an_empty_partition_of_a_landing_folder_is_named(tmp_path):
+    folder = landing(tmp_path)
+    write_csv(folder / "2024-01-e.csv", "ts,x,y\n")
+    with pytest.raises(SourceError, match=re.escape(f"{folder / '2024-01-e.csv'} is empty: ")):
+        load_source(make_spec({"path": f"{folder}/"}))
+
+
+def test_a_long_package_name_is_quoted_in_part():
+    spec = make_spec({"package": "p" * 1000, "resource": "data.csv"})
+    with pytest.raises(SourceError) as info:
+        load_source(spec)
+    assert f"source.package '{'p' * 299}… (1,002 characters) is not installed" in str(info.value)

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from freshcast.spec import (
+    DATA_ROOTS_ENV,
     DEFAULT_PIPELINES_DIR,
+    MAX_LISTED_PROBLEMS,
+    MAX_SPEC_BYTES,
+    MAX_SPEC_DEPTH,
+    QUOTE_LIMIT,
     GapSpec,
     PipelineSpec,
     ResampleSpec,
@@ -14,6 +23,7 @@ from freshcast.spec import (
     SplitSpec,
     load_spec,
     load_valid_specs,
+    quote,
     resolve_source_path,
     source_location,
     spec_problems,
@@ -504,3 +514,261 @@ def test_absolute_margin_may_exceed_one(tmp_path):
         write_spec(tmp_path, {**BASE, "gate": {"margin": 2.5, "margin_type": "absolute"}})
     )
     assert spec.gate.margin == 2.5
+
+
+# --- reading a spec is bounded: size, anchors and aliases, nesting, quoted values -------------
+
+
+def billion_laughs(levels: int = 6) -> str:
+    """A valid spec plus `levels` nested aliases: 9**levels strings from a few hundred bytes."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    lines.append(f"tags: *a{levels}")
+    return yaml.safe_dump(BASE) + "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20)
+def test_billion_laughs_is_refused_briefly_and_the_other_specs_load(tmp_path):
+    write_spec(tmp_path, BASE, name="good")
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text(billion_laughs(), encoding="utf-8")
+    assert laughs.stat().st_size < 1024
+    assert [spec.name for spec in load_valid_specs(tmp_path)] == ["good"]
+    problems = spec_problems(tmp_path)
+    assert len(problems) == 1
+    assert len(problems[0]) < 500
+    assert problems[0].startswith(f"{laughs.resolve()}: line 9: &a0: ")
+    assert "may not use YAML anchors or aliases" in problems[0]
+    assert problems[0].endswith("write the value out")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "written"),
+    [
+        pytest.param("tags: &t [a, b]\n", 7, "&t", id="anchor-alone"),
+        pytest.param("x: &u [8]\nmodels:\n- {type: lstm, units: *u}\n", 7, "&u", id="alias"),
+        pytest.param("models:\n- {type: lstm}\n- {<<: *m}\n", 9, "*m", id="merge-key"),
+    ],
+)
+def test_anchors_and_aliases_are_refused_with_their_line(tmp_path, text, line, written):
+    fields = yaml.safe_dump({k: v for k, v in BASE.items() if k != "models"})
+    assert fields.count("\n") == 6  # so the text's first line is line 7
+    path = tmp_path / "demo.yaml"
+    path.write_text(fields + text, encoding="utf-8")
+    message = spec_error(path)
+    assert f": line {line}: {written}: a spec may not use YAML anchors or aliases" in message
+
+
+def test_a_star_or_ampersand_inside_a_value_is_no_alias(tmp_path):
+    spec = load_spec(
+        write_spec(tmp_path, {**BASE, "schedule": "*/15 * * * *", "description": "R&D *load*"})
+    )
+    assert spec.schedule == "*/15 * * * *"
+    assert spec.description == "R&D *load*"
+
+
+def test_spec_over_the_size_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    path = write_spec(tmp_path, BASE)
+    padding = "# " + "x" * 78 + "\n"
+    with path.open("a", encoding="utf-8") as file:
+        file.write(padding * (MAX_SPEC_BYTES // len(padding) + 1))
+    size = path.stat().st_size
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the spec was opened")
+
+    monkeypatch.setattr(Path, "open", no_reading)
+    monkeypatch.setattr(Path, "read_text", no_reading)
+    message = spec_error(path)
+    assert f"the spec is {size:,} bytes, over the limit of {MAX_SPEC_BYTES:,} bytes" in message
+
+
+@pytest.mark.timeout(20)
+def test_a_spec_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path):
+    write_spec(tmp_path, BASE, name="good")
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening a FIFO blocks until someone writes
+    assert [spec.name for spec in load_valid_specs(tmp_path)] == ["good"]
+    [problem] = spec_problems(tmp_path)
+    assert (
+        problem
+        == f"{tmp_path.resolve() / 'pipe.yaml'}: cannot read the spec: it is not a regular file"
+    )
+
+
+def test_deep_nesting_is_refused_without_crashing_the_process(tmp_path):
+    # libyaml's composer recurses once per level: 30,000 levels overflow the C stack, a crash
+    # no except clause catches, so the check runs in a child process.
+    write_spec(tmp_path, BASE, name="good")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(yaml.safe_dump(BASE) + "tags: " + "[" * 30_000 + "]" * 30_000 + "\n")
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from freshcast.spec import load_valid_specs, spec_problems\n"
+        f"folder = Path({str(tmp_path)!r})\n"
+        "print(json.dumps([[s.name for s in load_valid_specs(folder)], spec_problems(folder)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    names, problems = json.loads(out.stdout)
+    assert names == ["good"]
+    assert problems == [
+        f"{deep.resolve()}: line 9: nested more than {MAX_SPEC_DEPTH} levels deep; "
+        "a spec needs four (models > model > units > unit)"
+    ]
+
+
+def test_spec_that_is_not_utf8_names_the_line_and_the_others_load(tmp_path):
+    write_spec(tmp_path, BASE, name="good")
+    path = tmp_path / "latin.yaml"
+    text = yaml.safe_dump(BASE) + "description: caf\xe9\n"
+    path.write_bytes(text.encode("latin-1"))
+    offset = text.index("\xe9")
+    message = spec_error(path)
+    assert message == (
+        f"{path.resolve()}: line 9 is not UTF-8 text (byte 0xe9 at byte offset {offset}); "
+        "save the spec as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+    )
+    assert [spec.name for spec in load_valid_specs(tmp_path)] == ["good"]
+
+
+def test_long_received_values_are_quoted_in_part(tmp_path):
+    long = "x" * 5000
+    message = spec_error(write_spec(tmp_path, {**BASE, "frequency": long, long: 1}))
+    assert f"Received: '{'x' * (QUOTE_LIMIT - 1)}… (5,002 characters)" in message
+    assert f"field '{'x' * QUOTE_LIMIT}… (5,000 characters)': " in message
+    assert len(message) < 2000
+
+
+def test_long_name_is_quoted_in_part(tmp_path):
+    message = spec_error(write_spec(tmp_path, {**BASE, "name": "n" * 5000}))
+    assert "field 'name' is 'nnn" in message
+    assert "… (5,002 characters) but the file is 'demo.yaml'" in message
+    assert len(message) < 1000
+
+
+def test_many_problems_are_counted_and_the_first_listed(tmp_path):
+    extra = {f"unknown_{i:03}": i for i in range(100)}
+    message = spec_error(write_spec(tmp_path, {**BASE, **extra}))
+    assert "100 problem(s) in the pipeline spec" in message
+    assert message.count("Extra inputs are not permitted") == MAX_LISTED_PROBLEMS
+    assert f"... and {100 - MAX_LISTED_PROBLEMS} more, not listed" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("short", "'short'"),
+        ("y" * 400, f"'{'y' * (QUOTE_LIMIT - 1)}… (402 characters)"),
+        (list(range(200)), f"{str(list(range(200)))[:QUOTE_LIMIT]}… (890 characters)"),
+    ],
+)
+def test_quote_keeps_short_values_and_cuts_long_ones(value, shown):
+    assert quote(value) == shown
+
+
+# --- source paths: written out, under the spec's folder or FRESHCAST_DATA_ROOTS ---------------
+
+
+@pytest.mark.parametrize("path", ["$SECRET_TOKEN/data.csv", "${SECRET_TOKEN}.csv", "~/data.csv"])
+def test_environment_variables_and_home_are_not_expanded(tmp_path, monkeypatch, path):
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2-do-not-show")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    message = spec_error(write_spec(tmp_path, {**BASE, "source": {"path": path}}))
+    assert "field 'source.path': Value error, environment variables and `~` are not expanded" in (
+        message
+    )
+    assert "hunter2" not in message
+
+
+@pytest.fixture
+def no_data_roots(monkeypatch):
+    monkeypatch.delenv(DATA_ROOTS_ENV, raising=False)
+
+
+def outside_message(spec_file: Path, shown: str) -> str:
+    folder = spec_file.resolve().parent
+    return (
+        f"{spec_file.resolve()}: field 'source.path': {shown} lies outside the folders a source "
+        f"may read from (the spec's folder and those in {DATA_ROOTS_ENV}); move the data under "
+        f"{folder} or add its folder to {DATA_ROOTS_ENV}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("{tmp}/elsewhere/series.csv", "{tmp}/elsewhere/series.csv"),
+        (
+            "../elsewhere/series.csv",
+            "{tmp}/specs/../elsewhere/series.csv, which resolves to {tmp}/elsewhere/series.csv,",
+        ),
+        ("../elsewhere/*.csv", "{tmp}/specs/../elsewhere, which resolves to {tmp}/elsewhere,"),
+        ("/etc/", "/etc"),
+    ],
+)
+def test_source_outside_the_spec_folder_is_refused_at_load(tmp_path, no_data_roots, path, shown):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec_file = write_spec(folder, {**BASE, "source": {"path": path.format(tmp=tmp_path)}})
+    assert spec_error(spec_file) == outside_message(spec_file, shown.format(tmp=tmp_path))
+
+
+def test_a_symlink_out_of_the_spec_folder_is_refused_at_load(tmp_path, no_data_roots):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (tmp_path / "secret.csv").write_text("ts,y\n", encoding="utf-8")
+    (folder / "data.csv").symlink_to(tmp_path / "secret.csv")
+    spec_file = write_spec(folder, BASE)
+    shown = f"{folder / 'data.csv'}, which resolves to {tmp_path / 'secret.csv'},"
+    assert spec_error(spec_file) == outside_message(spec_file, shown)
+
+
+def test_data_roots_let_a_source_read_elsewhere(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    data = tmp_path / "data" / "series.csv"
+    monkeypatch.setenv(DATA_ROOTS_ENV, os.pathsep.join(["/nonexistent", str(data.parent)]))
+    spec = load_spec(write_spec(folder, {**BASE, "source": {"path": str(data)}}))
+    assert resolve_source_path(spec) == data
+    spec = load_spec(write_spec(folder, {**BASE, "source": {"path": "../data/*.csv"}}))
+    assert resolve_source_path(spec) == folder.resolve() / ".." / "data" / "*.csv"
+
+
+def test_a_relative_data_root_is_refused_without_echoing_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ROOTS_ENV, os.pathsep.join(["/data", "relative/secret"]))
+    spec_file = write_spec(tmp_path, {**BASE, "source": {"path": "/elsewhere/a.csv"}})
+    assert spec_error(spec_file) == (
+        f"{spec_file.resolve()}: field 'source.path' cannot be checked: {DATA_ROOTS_ENV} entry "
+        f"2 is not an absolute path; list absolute folders separated by {os.pathsep!r}"
+    )
+
+
+def test_package_sources_ignore_the_data_roots(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ROOTS_ENV, "relative")
+    source = {"package": "vega_datasets", "resource": "_data/seattle-weather.csv"}
+    spec = load_spec(write_spec(tmp_path, {**BASE, "source": source}))
+    assert source_location(spec) == "vega_datasets:_data/seattle-weather.csv"
+
+
+# --- two files, one pipeline ----------------------------------------------------------------
+
+
+def test_two_files_of_one_pipeline_are_both_left_out_and_reported(tmp_path):
+    write_spec(tmp_path, BASE, name="good")
+    yaml_file = write_spec(tmp_path, BASE, name="twice")
+    yml_file = tmp_path / "twice.yml"
+    yml_file.write_text(yaml.safe_dump({**BASE, "window": 5}), encoding="utf-8")
+    assert [spec.name for spec in load_valid_specs(tmp_path)] == ["good"]
+    assert spec_problems(tmp_path) == [
+        f"{yaml_file.resolve()}: {yml_file.resolve()} also defines pipeline 'twice'; neither "
+        "file is loaded, as it is ambiguous which is meant. Delete or rename one of them."
+    ]
+
+
+def test_two_files_of_one_pipeline_are_reported_even_when_one_is_broken(tmp_path):
+    write_spec(tmp_path, {**BASE, "window": 0}, name="twice")
+    (tmp_path / "twice.yml").write_text("not: [valid", encoding="utf-8")
+    assert load_valid_specs(tmp_path) == []
+    [problem] = spec_problems(tmp_path)
+    assert "also defines pipeline 'twice'" in problem
