@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -23,6 +24,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from freshcast.errors import PermanentError
 
 ARTIFACT_ROOT_ENV = "FRESHCAST_ARTIFACT_ROOT"
 # The Airflow connection that reaches a URL root (credentials, endpoint); see `use_url_store`.
@@ -36,6 +39,10 @@ _TRACKED = ("numpy", "pandas", "pyarrow", "scikit-learn", "keras", "tensorflow-c
 
 class ArtifactError(RuntimeError):
     """An artifact is missing, unfinished or does not match its manifest."""
+
+
+class DamagedArtifactError(ArtifactError, PermanentError):
+    """A file no longer matches the sha256 its manifest recorded: retrying cannot change it."""
 
 
 def artifact_root() -> Path:
@@ -102,7 +109,21 @@ def write_bytes(path: Path, data: bytes) -> Path:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+    """Write `obj` as strict JSON, keys sorted, atomically.
+
+    Raises:
+        ValueError: `obj` holds a NaN or inf (numpy's too), named by its place; nothing is
+            written. JSON has no such numbers: the producer writes None for "no value".
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    except ValueError as err:
+        if (where := _non_finite(obj)) is None:
+            raise
+        raise ValueError(
+            f"{path}: {where[0] or 'the value'} is {where[1]}, which strict JSON cannot hold; "
+            "write None for a value that does not exist"
+        ) from err
     return write_bytes(path, (text + "\n").encode())
 
 
@@ -114,11 +135,25 @@ def read_json(path: Path) -> Any:
 
 
 def _json_default(obj: Any) -> Any:
+    # A numpy NaN comes back as a float NaN, refused like any other (np.float64 is a float).
     if hasattr(obj, "tolist"):  # numpy scalars and arrays
         return obj.tolist()
     if isinstance(obj, Path | datetime):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _non_finite(obj: Any, at: str = "") -> tuple[str, float] | None:
+    """(where, value) of the first NaN or inf in `obj`, e.g. ("scores.lstm.mae", nan)."""
+    if hasattr(obj, "tolist"):  # numpy, as `_json_default` writes it
+        obj = obj.tolist()
+    if isinstance(obj, Mapping):
+        items = [(f"{at}.{k}" if at else str(k), v) for k, v in obj.items()]
+    elif isinstance(obj, list | tuple):
+        items = [(f"{at}[{i}]", v) for i, v in enumerate(obj)]
+    else:
+        return (at, obj) if isinstance(obj, float) and not math.isfinite(obj) else None
+    return next((found for key, v in items if (found := _non_finite(v, key))), None)
 
 
 def library_versions() -> dict[str, str]:
@@ -222,7 +257,7 @@ def verify_file(path: Path, sha256: str, *, what: str) -> Path:
         raise ArtifactError(f"{what}: {path} is missing; rerun the task that writes it")
     actual = sha256_file(path)
     if actual != sha256:
-        raise ArtifactError(
+        raise DamagedArtifactError(
             f"{what}: {path} has sha256 {actual[:12]}..., its manifest says {sha256[:12]}...; "
             "the file changed after it was written. Rerun the task that writes it."
         )

@@ -1,8 +1,11 @@
 """Metrics and baselines, all in the data's original units.
 
-Metrics are pure functions of two equally shaped arrays, flattened. Baselines forecast from the
-same sample layout as the models (see `windowing`): a sample's first target row is `t0`, its
-forecast origin is row `t0 - 1`, and a baseline may only read rows up to that origin.
+Metrics are pure functions of two equally shaped arrays, flattened; a metric that has no value
+(MAPE when every target is ~0, MASE over a zero scale, any metric of a forecast holding a NaN or
+inf) is nan. `score` and `leaderboard`, the records written as JSON, hold None (null) for it
+instead: strict JSON has no nan. Baselines forecast from the same sample layout as the models
+(see `windowing`): a sample's first target row is `t0`, its forecast origin is row `t0 - 1`,
+and a baseline may only read rows up to that origin.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from scipy import linalg
-from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
 KINDS = ("model", "baseline")
@@ -22,13 +24,14 @@ KINDS = ("model", "baseline")
 def mae(y: np.ndarray, p: np.ndarray) -> float:
     """Mean absolute error of `p` against `y`, any equal shape."""
     y, p = _flat_pair(y, p)
-    return float(mean_absolute_error(y, p))
+    return float(np.mean(np.abs(y - p)))
 
 
 def rmse(y: np.ndarray, p: np.ndarray) -> float:
-    """Root mean squared error of `p` against `y`, any equal shape."""
+    """Root mean squared error of `p` against `y`, any equal shape; inf if the squares overflow."""
     y, p = _flat_pair(y, p)
-    return float(root_mean_squared_error(y, p))
+    with np.errstate(over="ignore"):  # the inf is the answer: `score` records no value
+        return float(np.sqrt(np.mean(np.square(y - p))))
 
 
 def mape(y: np.ndarray, p: np.ndarray, *, eps: float = 1e-8) -> float:
@@ -47,17 +50,18 @@ def smape(y: np.ndarray, p: np.ndarray) -> float:
     """Symmetric MAPE in percent: mean of 200 * |y - p| / (|y| + |p|); a 0/0 term counts as 0."""
     y, p = _flat_pair(y, p)
     denom = np.abs(y) + np.abs(p)
-    terms = np.divide(200.0 * np.abs(y - p), denom, out=np.zeros_like(denom), where=denom > 0)
+    # `!= 0`, not `> 0`: a NaN term must stay NaN, not count as a perfect 0/0.
+    terms = np.divide(200.0 * np.abs(y - p), denom, out=np.zeros_like(denom), where=denom != 0)
     return float(np.mean(terms))
 
 
-def mase(y: np.ndarray, p: np.ndarray, *, scale: float) -> float:
+def mase(y: np.ndarray, p: np.ndarray, *, scale: float | None) -> float:
     """Mean absolute scaled error: mae(y, p) / scale, with `scale` from `naive_scale`.
 
-    Returns nan when `scale` is 0 or not finite (a constant or broken training target).
+    Returns nan when `scale` is 0, None or not finite (a constant or broken training target).
     """
     error = mae(y, p)
-    if not math.isfinite(scale) or scale <= 0:
+    if scale is None or not math.isfinite(scale) or scale <= 0:
         return math.nan
     return error / scale
 
@@ -84,14 +88,21 @@ def naive_scale(train_target: np.ndarray, *, lag: int = 1) -> float:
     return float(np.mean(np.abs(y[lag:] - y[:-lag])))
 
 
-def score(y: np.ndarray, p: np.ndarray, *, scale: float) -> dict[str, float]:
-    """Every metric in `METRICS` for one forecast, keyed by name."""
+def score(y: np.ndarray, p: np.ndarray, *, scale: float | None) -> dict[str, float | None]:
+    """Every metric in `METRICS` for one forecast, keyed by name; None where it has no value.
+
+    A forecast with a NaN or inf (a diverged model) scores None throughout, so the gate refuses
+    it; the record is strict JSON as it is.
+    """
+    y, p = _flat_pair(y, p)
+    if not np.isfinite(p).all():
+        return dict.fromkeys(METRICS)
     return {
-        "mae": mae(y, p),
-        "rmse": rmse(y, p),
-        "mape": mape(y, p),
-        "smape": smape(y, p),
-        "mase": mase(y, p, scale=scale),
+        "mae": _value(mae(y, p)),
+        "rmse": _value(rmse(y, p)),
+        "mape": _value(mape(y, p)),
+        "smape": _value(smape(y, p)),
+        "mase": _value(mase(y, p, scale=scale)),
     }
 
 
@@ -226,12 +237,13 @@ def leaderboard(scores: Mapping[str, Mapping[str, Any]], *, metric: str) -> list
     """Rank models and baselines by one metric, lower is better.
 
     Args:
-        scores: name -> {"kind": "model" | "baseline", <metric>: float, ...}.
+        scores: name -> {"kind": "model" | "baseline", <metric>: float | None, ...}.
         metric: the metric to rank by, one of `METRICS`.
 
     Returns:
         Rows {"rank", "name", "kind", <every metric in METRICS>} sorted ascending by `metric`,
-        nan last, ties broken by name. A metric an entry lacks is nan.
+        ties broken by name. A metric that is missing, None, nan or inf has no value: None in
+        the row, ranked last.
 
     Raises:
         ValueError: on an unknown `metric` or `kind`.
@@ -244,10 +256,18 @@ def leaderboard(scores: Mapping[str, Mapping[str, Any]], *, metric: str) -> list
             raise ValueError(
                 f"entry {name!r} must have kind in {KINDS}. Received: kind={entry.get('kind')!r}"
             )
-        values = {m: float(entry.get(m, math.nan)) for m in METRICS}
+        values = {m: _value(entry.get(m)) for m in METRICS}
         rows.append({"name": name, "kind": entry["kind"], **values})
-    rows.sort(key=lambda row: (math.isnan(row[metric]), row[metric], row["name"]))
+    rows.sort(key=lambda row: (row[metric] is None, row[metric] or 0.0, row["name"]))
     return [{"rank": rank, **row} for rank, row in enumerate(rows, start=1)]
+
+
+def _value(metric: float | None) -> float | None:
+    """A metric as a finite float, or None when it has no value (None, nan or inf)."""
+    if metric is None:
+        return None
+    metric = float(metric)
+    return metric if math.isfinite(metric) else None
 
 
 def _flat_pair(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,11 @@ class Decision:
         return asdict(self)
 
 
+def _figure(value: float | None) -> float:
+    """A metric as a float; one without a value (None, JSON's null) is nan."""
+    return math.nan if value is None else float(value)
+
+
 def decide(
     *,
     metric: str,
@@ -87,14 +92,14 @@ def decide(
             f"(up to {data_end}): a run on older data never replaces it; refuse"
         )
         return decision
-    value = float(cand.get(metric, math.nan))
+    value = _figure(cand.get(metric))
     if not math.isfinite(value):
         decision.reasons.append(f"candidate {name} has no finite {metric} ({value}): refused")
         return decision
 
     beaten = True
     for base in _required_baselines(baselines):
-        other = float(baselines[base][metric])
+        other = _figure(baselines[base][metric])
         if value < other or not math.isfinite(other):
             decision.reasons.append(f"{name} {metric} {value:.4g} beats {base} {other:.4g}")
         else:
@@ -106,7 +111,7 @@ def decide(
         decision.reasons.append(champion_note or "no champion yet: beating the baselines suffices")
     else:
         version, champ = champion
-        held = float(champ[metric])
+        held = _figure(champ[metric])
         if not math.isfinite(held):
             decision.reasons.append(
                 f"champion v{version} has no finite {metric}: any candidate wins"

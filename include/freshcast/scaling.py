@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -9,6 +10,14 @@ import numpy as np
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 ScalerKind = Literal["minmax", "standard"]
+
+# The largest magnitude the pipeline takes, in the data's units (checked by `validate`) and
+# scaled. The model trains in float32 (max 3.4e38) and its loss squares errors: an error between
+# two values within ±1e15 squares to at most 4e30, so float32 can add up 8e7 of them (far more
+# than batch x horizon) without overflowing. The scaler's and the metrics' float64 sums (max
+# 1.8e308) have far more room, and float64 still holds every whole number up to 2**53 (9e15)
+# exactly. Beyond it a value is far more likely a sentinel (9.99e307), a unit or a parse error.
+MAX_ABS_VALUE = 1e15
 
 
 @dataclass(frozen=True)
@@ -20,10 +29,41 @@ class ScalerParams:
     scale: list[float]
     offset: list[float]
 
+    def __post_init__(self) -> None:
+        if not (len(self.columns) == len(self.scale) == len(self.offset)):
+            raise ValueError(
+                f"scaler has mismatched lengths: columns={self.columns}, scale={self.scale}, "
+                f"offset={self.offset}"
+            )
+        for column, scale, offset in zip(self.columns, self.scale, self.offset, strict=True):
+            if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
+                raise ValueError(
+                    f"scaler parameters of column {column!r} must be finite, the scale non-zero. "
+                    f"Received: scale={scale!r}, offset={offset!r}"
+                )
+
     def transform(self, raw: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
-        """(rows, columns) raw -> (rows, columns) scaled, as `dtype`."""
+        """(rows, columns) raw -> (rows, columns) scaled, as `dtype`.
+
+        Raises:
+            ValueError: when a scaled value is not finite in `dtype` (a NaN in `raw`, or a value
+                so far from the training rows that it overflows), naming its row and column.
+        """
         raw = _check_2d(raw, len(self.columns))
-        return (raw * np.asarray(self.scale) + np.asarray(self.offset)).astype(dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the place
+            scaled = (raw * np.asarray(self.scale) + np.asarray(self.offset)).astype(
+                dtype, copy=False
+            )
+        bad = np.argwhere(~np.isfinite(scaled))
+        if bad.size:
+            row, j = (int(v) for v in bad[0])
+            raise ValueError(
+                f"column {self.columns[j]!r}, row {row}: {raw[row, j]:g} scales to "
+                f"{scaled[row, j]:g} in {np.dtype(dtype).name} ({len(bad)} such value(s)); "
+                f"scaled values must be finite. Keep the data within ±{MAX_ABS_VALUE:g} and "
+                "near the training rows' range (what `validate` checks)."
+            )
+        return scaled
 
     def inverse(self, scaled: np.ndarray, column: str | None = None) -> np.ndarray:
         """Back to the data's units: all columns of a 2D array, or one named column (any shape)."""
@@ -45,15 +85,12 @@ class ScalerParams:
     def from_json(cls, data: dict[str, Any]) -> ScalerParams:
         if data.get("kind") not in ("minmax", "standard"):
             raise ValueError(f"scaler JSON has an unknown kind. Received: {data.get('kind')!r}")
-        params = cls(
+        return cls(
             kind=data["kind"],
             columns=list(data["columns"]),
             scale=[float(v) for v in data["scale"]],
             offset=[float(v) for v in data["offset"]],
         )
-        if not (len(params.columns) == len(params.scale) == len(params.offset)):
-            raise ValueError(f"scaler JSON has mismatched lengths: {data}")
-        return params
 
 
 def fit_scaler(kind: ScalerKind, train: np.ndarray, columns: list[str]) -> ScalerParams:
@@ -64,17 +101,41 @@ def fit_scaler(kind: ScalerKind, train: np.ndarray, columns: list[str]) -> Scale
         train: (train_rows, columns) in the data's units. Only the training split: fitting on
             more would leak the future into the past.
         columns: the column names, in order.
+
+    Raises:
+        ValueError: on a bad `kind` or shape, a non-finite training value (scikit-learn's scalers
+            would skip a NaN), or a column whose range or variance overflows float64.
     """
     train = _check_2d(train, len(columns))
-    if kind == "minmax":
-        mm = MinMaxScaler().fit(train)
-        scale, offset = mm.scale_, mm.min_
-    elif kind == "standard":
-        std = StandardScaler().fit(train)
-        scale = 1.0 / std.scale_
-        offset = -std.mean_ * scale
-    else:
+    if kind not in ("minmax", "standard"):
         raise ValueError(f"`kind` must be 'minmax' or 'standard'. Received: kind={kind!r}")
+    bad = np.argwhere(~np.isfinite(train))
+    if bad.size:
+        row, j = (int(v) for v in bad[0])
+        raise ValueError(
+            f"`train` must be finite: column {columns[j]!r}, row {row} is {train[row, j]:g} "
+            f"({len(bad)} such value(s)). Validate the data first."
+        )
+    # An overflowed spread comes back as finite nonsense (scikit-learn takes an infinite
+    # variance for a constant column, scale 1, and divides by an infinite range, scale 0):
+    # check the statistics themselves, not just the parameters derived from them.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "minmax":
+            mm = MinMaxScaler().fit(train)
+            spread, scale, offset = mm.data_range_, mm.scale_, mm.min_
+        else:
+            std = StandardScaler().fit(train)
+            spread, scale = std.var_, 1.0 / std.scale_
+            offset = -std.mean_ * scale
+    overflow = np.flatnonzero(~np.isfinite(spread))
+    if overflow.size:
+        j = int(overflow[0])
+        what = "range" if kind == "minmax" else "variance"
+        raise ValueError(
+            f"the {what} of column {columns[j]!r} over the training rows overflows float64 "
+            f"(from {train[:, j].min():g} to {train[:, j].max():g}); it cannot be scaled. Keep "
+            f"the data within ±{MAX_ABS_VALUE:g}, which `validate` checks."
+        )
     return ScalerParams(
         kind=kind, columns=list(columns), scale=scale.tolist(), offset=offset.tolist()
     )

@@ -310,7 +310,9 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
         model_path = out / "model.keras"
         with artifacts.atomic_path(model_path) as tmp:
             model.save(tmp)
-        history_path = artifacts.write_json(out / "history.json", history)
+        # A diverging fit logs NaN or inf losses: no value, null in strict JSON.
+        logged = {k: [v if np.isfinite(v) else None for v in vs] for k, vs in history.items()}
+        history_path = artifacts.write_json(out / "history.json", logged)
         val_loss = history.get("val_loss", [float("nan")])
         best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else -1
         manifest = write_manifest(
@@ -604,7 +606,12 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     spec = run_spec(run)
     metrics = read_json(output_path(run / "evaluate", "metrics"))
     board = read_json(output_path(run / "evaluate", "leaderboard"))
-    models = [r for r in board if r["kind"] == "model" and np.isfinite(r[spec.metric])]
+    # A metric without a value is null in leaderboard.json (NaN in files written before).
+    models = [
+        r
+        for r in board
+        if r["kind"] == "model" and r[spec.metric] is not None and np.isfinite(r[spec.metric])
+    ]
     broken = [r["name"] for r in board if r["kind"] == "model" and r not in models]
     baselines = {n: s for n, s in metrics["scores"].items() if s["kind"] == "baseline"}
     candidate = (models[0]["name"], metrics["scores"][models[0]["name"]]) if models else None

@@ -12,6 +12,7 @@ import pandas as pd
 
 from freshcast.errors import BadInputError
 from freshcast.ingest import to_utc
+from freshcast.scaling import MAX_ABS_VALUE, fit_scaler
 from freshcast.spec import PipelineSpec
 
 
@@ -42,7 +43,9 @@ def validate_frame(
 
     Returns:
         (frame, report): frame is (steps, len(spec.columns)) float64 with a UTC DatetimeIndex
-        named after the timestamp column, resampled and gap-filled per the spec.
+        named after the timestamp column, resampled and gap-filled per the spec. Every value is
+        within ±`MAX_ABS_VALUE`, and so is every value scaled as `split_scale` will scale it
+        (for training), so no later step can overflow.
 
     Raises:
         DataValidationError: on the first problem found, with the fix.
@@ -71,6 +74,7 @@ def validate_frame(
     _check_not_constant(frame, spec.target, fail)
     if for_training:
         sizes = _check_enough_rows(len(frame), spec, fail)
+        _check_scaled(frame, spec, sizes[0], fail)
     elif len(frame) < spec.window:
         raise fail(f"{len(frame)} rows are fewer than one window of {spec.window}")
     else:
@@ -137,6 +141,16 @@ def _numeric(values: pd.DataFrame, fail) -> pd.DataFrame:
             raise fail(
                 f"column {column!r}, row {i + 1}: value {raw.iloc[i]!r} is not a number "
                 f"({bad.size} such row(s)). Features and target must be numeric columns."
+            )
+        # An inf is left to `_check_finite`, which tells it apart from a gap left unfilled.
+        big = np.flatnonzero((np.isfinite(numbers) & (numbers.abs() > MAX_ABS_VALUE)).to_numpy())
+        if big.size:
+            i = int(big[0])
+            raise fail(
+                f"column {column!r}, row {i + 1}: value {float(numbers.iloc[i])!r} is beyond "
+                f"±{MAX_ABS_VALUE:g} ({big.size} such row(s)), the limit within which the scaler, "
+                "the float32 model and its squared-error loss cannot overflow. Fix the value, "
+                "or record the column in larger units (thousands, millions)."
             )
         out[column] = numbers.astype("float64")
     return pd.DataFrame(out, index=values.index)
@@ -206,6 +220,37 @@ def _check_finite(frame: pd.DataFrame, fail) -> None:
                 f"column {column!r} at {frame.index[i]}: {values[i]} value ({bad.size} "
                 "non-finite value(s)); features and target must be finite numbers. Replace it "
                 "in the data, or leave the cell empty for the `gaps` policy to fill."
+            )
+        # Every cell passed `_numeric`'s bound, and gap filling stays between its neighbours:
+        # only a `resample` sum can leave it.
+        big = np.flatnonzero(np.abs(values) > MAX_ABS_VALUE)
+        if big.size:
+            i = int(big[0])
+            raise fail(
+                f"column {column!r} at {frame.index[i]}: the `resample` sum "
+                f"{float(values[i])!r} is beyond ±{MAX_ABS_VALUE:g} ({big.size} such value(s)), "
+                "the limit within which the scaler and the float32 model cannot overflow. "
+                "Aggregate with `mean`, or record the column in larger units."
+            )
+
+
+def _check_scaled(frame: pd.DataFrame, spec: PipelineSpec, train: int, fail) -> None:
+    """Refuse a value that `split_scale` would scale past ±MAX_ABS_VALUE: one far outside the
+    training rows' range, when those rows barely vary."""
+    values = frame.to_numpy()  # [rows, columns], in the spec's column order
+    scaler = fit_scaler(spec.scaler, values[:train], list(frame.columns))
+    scaled = scaler.transform(values, dtype=np.float64)
+    for j, column in enumerate(frame.columns):
+        far = np.flatnonzero(np.abs(scaled[:, j]) > MAX_ABS_VALUE)
+        if far.size:
+            i = int(far[0])
+            raise fail(
+                f"column {column!r} at {frame.index[i]}: {float(values[i, j])!r} scales to "
+                f"{scaled[i, j]:.3g} ({far.size} such value(s)) with the {spec.scaler!r} scaler "
+                f"fit on the {train} training rows, beyond ±{MAX_ABS_VALUE:g}, the limit within "
+                "which the float32 model cannot overflow: the training rows barely vary next to "
+                "it. Fix the value, or start the data where the column already varies as it "
+                "does later."
             )
 
 

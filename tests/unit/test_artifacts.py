@@ -157,7 +157,7 @@ def test_write_json_read_json_round_trip(tmp_path):
         "np_array": np.arange(3),
         "path": tmp_path / "x",
         "when": when,
-        "nan": float("nan"),
+        "none": None,
     }
     path = write_json(tmp_path / "sub" / "out.json", obj)
     assert path == tmp_path / "sub" / "out.json"
@@ -168,8 +168,36 @@ def test_write_json_read_json_round_trip(tmp_path):
     assert back["np_array"] == [0, 1, 2]
     assert back["path"] == str(tmp_path / "x")
     assert back["when"] == str(when)
-    assert math.isnan(back["nan"])
+    assert back["none"] is None
     assert list(json.loads(path.read_text())) == sorted(obj)  # keys sorted, stable diffs
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (float("nan"), "nan"),
+        (math.inf, "inf"),
+        (np.float64("nan"), "nan"),  # a float subclass: json sees it directly
+        (np.float32("-inf"), "-inf"),  # not one: it goes through _json_default
+        (np.array([[1.0], [np.nan]]), "nan"),
+    ],
+)
+def test_write_json_refuses_nan_and_inf_naming_the_place_and_keeps_the_old_file(
+    tmp_path, value, shown
+):
+    path = write_json(tmp_path / "metrics.json", {"ok": 1})
+    obj = {"scores": {"lstm": {"kind": "model", "mae": value}}}
+    where = "scores.lstm.mae" + ("[1][0]" if isinstance(value, np.ndarray) else "")
+    message = f"{path}: {where} is {shown}, which strict JSON cannot hold; write None"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_json(path, obj)
+    assert read_json(path) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_write_json_writes_no_value_as_null(tmp_path):
+    path = write_json(tmp_path / "out.json", {"mase": None, "list": [np.float32(0.5), None]})
+    assert path.read_text() == '{\n  "list": [\n    0.5,\n    null\n  ],\n  "mase": null\n}\n'
 
 
 def test_write_json_rejects_unknown_objects_and_keeps_the_old_file(tmp_path):
@@ -386,3 +414,18 @@ def test_a_recorded_input_is_listed_without_hashing_it_again(tmp_path, monkeypat
     assert json.loads(manifest.read_text())["inputs"]["scaled"] == entry
     with pytest.raises(ArtifactError, match="lists no output 'model'"):
         artifacts.recorded(producer, "model")
+
+
+def test_a_file_changed_after_its_manifest_is_a_failure_no_retry_can_change(tmp_path):
+    from freshcast.errors import PermanentError
+
+    path = artifacts.write_json(tmp_path / "x.json", {"a": 1})
+    sha = artifacts.sha256_file(path)
+    path.write_text('{"a": 2}')
+    with pytest.raises(artifacts.DamagedArtifactError, match="changed after it was written") as err:
+        artifacts.verify_file(path, sha, what="step.x")
+    assert isinstance(err.value, PermanentError)  # the DAGs fail the task at once
+    path.unlink()
+    with pytest.raises(artifacts.ArtifactError) as missing:  # may appear later: retried
+        artifacts.verify_file(path, sha, what="step.x")
+    assert not isinstance(missing.value, PermanentError)

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from freshcast import evaluation as ev
+from freshcast.artifacts import write_json
+from freshcast.scaling import MAX_ABS_VALUE, fit_scaler
+from freshcast.spec import PipelineSpec
+from freshcast.validate import DataValidationError, validate_frame
+from freshcast.windowing import make_windows, split_ranges
 
 Y = np.array([1.0, 2.0, 3.0])
 P = np.array([2.0, 2.0, 5.0])
@@ -42,7 +49,7 @@ def test_smape_counts_zero_over_zero_as_zero():
     assert ev.smape(np.zeros(4), np.zeros(4)) == 0.0
 
 
-@pytest.mark.parametrize("scale", [0.0, math.nan, math.inf])
+@pytest.mark.parametrize("scale", [0.0, math.nan, math.inf, None])
 def test_mase_is_nan_for_a_degenerate_scale(scale):
     assert math.isnan(ev.mase(Y, P, scale=scale))
 
@@ -52,6 +59,29 @@ def test_score_has_every_metric():
     assert tuple(scores) == ev.METRICS
     assert scores["mae"] == pytest.approx(1.0)
     assert scores["mase"] == pytest.approx(2.0)
+
+
+def test_score_holds_none_for_a_metric_without_a_value():
+    scores = ev.score(np.zeros(3), np.ones(3), scale=0.0)  # every target 0, a zero MASE scale
+    assert scores["mape"] is None and scores["mase"] is None
+    assert scores["mae"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_forecast_with_a_non_finite_value_has_no_score(bad):
+    # A diverged model: the metrics say so instead of raising, and the gate refuses it.
+    p = P.copy()
+    p[1] = bad
+    with np.errstate(invalid="ignore"):  # inf - inf, inf / inf
+        for metric in (ev.mae, ev.rmse, ev.mape, ev.smape):
+            assert not math.isfinite(metric(Y, p)), metric.__name__
+    assert ev.score(Y, p, scale=1.0) == dict.fromkeys(ev.METRICS)
+
+
+def test_rmse_whose_squares_overflow_has_no_value():
+    y, p = np.zeros(2), np.array([1e200, 0.0])
+    assert ev.rmse(y, p) == math.inf
+    assert ev.score(y, p, scale=1.0)["rmse"] is None
 
 
 @pytest.mark.parametrize(
@@ -204,6 +234,7 @@ def test_leaderboard_sorts_ascending_with_nan_last_and_ties_by_name():
     rows = ev.leaderboard(scores, metric="mae")
     assert [r["name"] for r in rows] == ["gru", "lstm", "persistence", "broken"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert rows[3]["mae"] is None and rows[3]["mase"] is None  # no value: null in JSON
     assert list(rows[0]) == ["rank", "name", "kind", *ev.METRICS]
     assert rows[2]["kind"] == "baseline"
     assert [r["name"] for r in ev.leaderboard(scores, metric="rmse")] == [
@@ -213,6 +244,23 @@ def test_leaderboard_sorts_ascending_with_nan_last_and_ties_by_name():
         "gru",
     ]
     assert repr(scores) == before
+
+
+def test_leaderboard_takes_none_and_missing_metrics_as_no_value():
+    scores = {
+        "a": {"kind": "model", "mae": None},
+        "b": {"kind": "model", "mae": 2.0},
+        "c": {"kind": "baseline"},
+        "d": {"kind": "baseline", "mae": math.inf},
+    }
+    rows = ev.leaderboard(scores, metric="mae")
+    assert [(r["name"], r["mae"]) for r in rows] == [
+        ("b", 2.0),
+        ("a", None),
+        ("c", None),
+        ("d", None),
+    ]
+    assert rows[1]["rmse"] is None
 
 
 def test_leaderboard_errors():
@@ -238,3 +286,111 @@ def test_ridge_forecast_is_scikit_learns_ridge_in_batches(horizon):
     )
     got = ev.ridge_forecast(x_train, y_train, x_test, alpha=0.5, batch_size=37)  # ragged batches
     np.testing.assert_allclose(got, want.reshape(len(x_test), horizon), rtol=1e-8, atol=1e-10)
+
+
+# ---------------------------------------------------------------- from validate to JSON
+
+
+def _strict(path) -> object:
+    """The JSON file's contents, refusing the NaN and Infinity that Python's json accepts."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{path} holds {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _extreme_frame(rows: int = 60) -> pd.DataFrame:
+    """Ingest-shaped rows whose target and feature swing between -MAX_ABS_VALUE and
+    +MAX_ABS_VALUE, the largest values validation accepts."""
+    t = np.arange(rows)
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range("2024-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
+            "y": MAX_ABS_VALUE * np.cos(np.pi * t / 3),  # exactly +-MAX at every third row
+            "x": MAX_ABS_VALUE * np.where(t % 2, 1.0, -1.0),
+        }
+    )
+
+
+def _extreme_spec(scaler: str) -> PipelineSpec:
+    return PipelineSpec.model_validate(
+        {
+            "name": "extreme",
+            "source": {"path": "extreme.csv"},
+            "timestamp": "ts",
+            "frequency": "D",
+            "target": "y",
+            "features": ["x", "y"],
+            "window": 4,
+            "horizon": 2,
+            "season_length": 3,
+            "split": {"val": 10, "test": 10},
+            "scaler": scaler,
+            "models": [{"type": "lstm"}],
+        }
+    )
+
+
+@pytest.mark.parametrize("scaler", ["minmax", "standard"])
+def test_the_largest_values_validation_accepts_score_finitely_as_strict_json(tmp_path, scaler):
+    # validate -> split_scale -> window -> evaluate's scoring, as the steps run them, with a
+    # worst-case finite model (float32's largest output) and a diverged one (NaN) beside the
+    # baselines: every finite forecast scores finitely, and nothing non-finite reaches JSON.
+    spec = _extreme_spec(scaler)
+    frame, report = validate_frame(_extreme_frame(), spec, source="extreme.csv")
+    assert np.abs(frame.to_numpy()).max() == MAX_ABS_VALUE
+    sizes = tuple(report.split_rows[s] for s in ("train", "val", "test"))
+    values = frame[spec.columns].to_numpy(dtype=np.float64)  # [rows, columns]
+    scaler_params = fit_scaler(spec.scaler, values[: sizes[0]], spec.columns)
+    scaled = scaler_params.transform(values)  # float32, as split_scale stores it
+    assert np.isfinite(scaled).all() and np.abs(scaled).max() <= MAX_ABS_VALUE
+    ranges = split_ranges(sizes, timesteps=spec.window, horizon=spec.horizon)
+    windows = make_windows(
+        scaled,
+        timesteps=spec.window,
+        horizon=spec.horizon,
+        inputs=len(spec.features),
+        target=spec.columns.index(spec.target),
+    )
+    train, test = windows[slice(*ranges["train"])], windows[slice(*ranges["test"])]
+    series = values[:, spec.columns.index(spec.target)]
+    target_rows = np.arange(*ranges["test"]) + spec.window  # [n]
+    actual = series[target_rows[:, None] + np.arange(spec.horizon)]  # [n, horizon]
+
+    def to_units(p: np.ndarray) -> np.ndarray:
+        return scaler_params.inverse(p, column=spec.target)
+
+    wild = np.full(actual.shape, np.finfo(np.float32).max)
+    forecasts = {
+        "wild": ("model", to_units(wild)),
+        "diverged": ("model", to_units(np.full(actual.shape, np.nan))),
+        "persistence": ("baseline", ev.persistence(series, target_rows, horizon=spec.horizon)),
+        "seasonal_naive_3": (
+            "baseline",
+            ev.seasonal_naive(series, target_rows, horizon=spec.horizon, season=3),
+        ),
+        "ridge": ("baseline", to_units(ev.ridge_forecast(train.x, train.y, test.x))),
+    }
+    scale = ev.naive_scale(series[: sizes[0]])
+    scores = {
+        name: {"kind": kind, **ev.score(actual, p, scale=scale)}
+        for name, (kind, p) in forecasts.items()
+    }
+    for name in ("wild", "persistence", "seasonal_naive_3", "ridge"):
+        assert all(math.isfinite(scores[name][m]) for m in ev.METRICS), scores[name]
+    assert all(scores["diverged"][m] is None for m in ev.METRICS)
+    board = ev.leaderboard(scores, metric="rmse")
+    assert board[-1]["name"] == "diverged"
+
+    metrics = {"mase_scale": scale, "scores": scores}
+    assert _strict(write_json(tmp_path / "metrics.json", metrics)) == metrics
+    assert _strict(write_json(tmp_path / "leaderboard.json", board)) == board
+
+
+def test_a_1e308_cell_is_refused_at_validate_before_any_metric():
+    raw = _extreme_frame()
+    raw.loc[41, "x"] = 1e308
+    with pytest.raises(DataValidationError) as info:
+        validate_frame(raw, _extreme_spec("minmax"), source="extreme.csv")
+    assert "extreme.csv: column 'x', row 42: value 1e+308 is beyond ±1e+15" in str(info.value)

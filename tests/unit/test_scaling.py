@@ -192,3 +192,46 @@ def test_inputs_are_not_mutated(kind):
     params.inverse(scaled[:, 0], column="temp")
     np.testing.assert_array_equal(values, original)
     np.testing.assert_array_equal(scaled, scaled_copy)
+
+
+# ---------------------------------------------------------------- values the maths cannot take
+
+
+@pytest.mark.parametrize(("kind", "what"), [("minmax", "range"), ("standard", "variance")])
+def test_fit_refuses_a_spread_that_overflows_float64(kind, what):
+    values = _values()
+    values[3, 1], values[5, 1] = 1e308, -1e308  # finite, but max - min and the squares are not
+    message = f"the {what} of column 'rain' over the training rows overflows float64"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fit_scaler(kind, values[:TRAIN], COLUMNS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_fit_refuses_a_non_finite_training_value(kind, value):
+    values = _values()
+    values[4, 2] = value  # scikit-learn's scalers would skip a NaN silently
+    message = f"`train` must be finite: column 'wind', row 4 is {value:g} (1 such value(s))"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fit_scaler(kind, values[:TRAIN], COLUMNS)
+
+
+def test_transform_refuses_values_beyond_float32():
+    values = _values()
+    params = fit_scaler("minmax", values[:TRAIN], COLUMNS)
+    values[30, 0] = 1e300  # float64 holds it scaled; float32 does not
+    assert np.isfinite(params.transform(values, dtype=np.float64)).all()
+    message = "column 'temp', row 30: 1e+300 scales to inf in float32 (1 such value(s))"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        params.transform(values)
+
+
+@pytest.mark.parametrize(
+    ("scale", "offset"), [(float("nan"), 0.0), (1.0, float("inf")), (0.0, 0.0)]
+)
+def test_params_must_be_finite_with_a_non_zero_scale(scale, offset):
+    data = fit_scaler("minmax", _values()[:TRAIN], COLUMNS).to_json()
+    data["scale"][1], data["offset"][1] = scale, offset
+    message = f"column 'rain' must be finite, the scale non-zero. Received: scale={scale!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ScalerParams.from_json(data)

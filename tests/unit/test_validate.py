@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from freshcast.scaling import MAX_ABS_VALUE
 from freshcast.spec import PipelineSpec
 from freshcast.validate import DataValidationError, validate_frame
 
@@ -232,6 +233,41 @@ def test_inf_value(value):
     assert "Replace it in the data" in message
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"), [(1e308, "1e+308"), ("-1e308", "-1e+308"), (10**16, "1e+16")]
+)
+def test_value_beyond_the_bound_names_the_column_and_the_row(value, shown):
+    # Finite, so `_check_finite` let it through; the scaler and the loss then overflowed.
+    y = [*Y]
+    y[6] = value
+    message = error(make_raw(y=y), make_spec())
+    assert f"column 'y', row 7: value {shown} is beyond ±1e+15 (1 such row(s))" in message
+    assert "Fix the value, or record the column in larger units" in message
+
+
+def test_values_at_the_bound_pass():
+    y = [*Y]
+    y[1], y[4] = MAX_ABS_VALUE, -MAX_ABS_VALUE
+    frame, _ = validate_frame(make_raw(y=y), make_spec(), source=SOURCE)
+    assert frame["y"].max() == MAX_ABS_VALUE and frame["y"].min() == -MAX_ABS_VALUE
+
+
+@pytest.mark.parametrize(("scaler", "scaled"), [("minmax", "5e+15"), ("standard", "1.06e+16")])
+def test_value_scaled_beyond_the_bound_names_the_column_and_the_time(scaler, scaled):
+    # Every value is within the bound, but the training rows vary by 1e-9: the last value,
+    # 5e6 away, scales to 5e15.
+    y = [1.0, 1.0 + 1e-9, 1.0, 1.0 + 1e-9, 1.0, 1.0, 1.0, 1.0, 1.0, 5e6]
+    spec = make_spec(scaler=scaler)
+    message = error(make_raw(y=y), spec)
+    assert (
+        f"column 'y' at 2024-01-10 00:00:00+00:00: 5000000.0 scales to {scaled} (1 such "
+        f"value(s)) with the {scaler!r} scaler fit on the 6 training rows, beyond ±1e+15"
+    ) in message
+    assert "start the data where the column already varies" in message
+    # A forecast is scaled by the champion's scaler, not one fit here.
+    validate_frame(make_raw(y=y), spec, source=SOURCE, for_training=False)
+
+
 def test_constant_feature():
     message = error(make_raw(x=[5] * 10), make_spec())
     assert (
@@ -374,6 +410,19 @@ def test_resample_sum_gap_is_filled_by_the_policy():
     # week k sums days 7k..7k+6 = 49k + 21; week 2 is interpolated from its neighbours
     assert frame["y"].tolist() == [21.0, 70.0, 119.0, 168.0, 217.0, 266.0]
     assert report.filled == {"x": 1, "y": 1}
+
+
+def test_resample_sum_beyond_the_bound_names_the_column_and_the_time():
+    y = [float(i) for i in range(42)]
+    y[1] = y[2] = 6e14  # each within the bound, their week's sum is not
+    spec = make_spec(**{**WEEKLY, "resample": {"frequency": "W-SUN", "aggregation": "sum"}})
+    message = error(six_weeks(y), spec)
+    assert (
+        "column 'y' at 2024-01-07 00:00:00+00:00: the `resample` sum 1200000000000018.0 is "
+        "beyond ±1e+15 (1 such value(s))"
+    ) in message
+    assert "Aggregate with `mean`" in message
+    validate_frame(six_weeks(y), make_spec(**WEEKLY), source=SOURCE)  # the advice works
 
 
 @pytest.mark.parametrize(
