@@ -96,7 +96,7 @@ def _default_args(spec: PipelineSpec) -> dict[str, Any]:
 
 def _check_conf(steps: Any, context: Any) -> None:
     """Refuse a run whose conf has keys the DAG's Params do not declare (first task)."""
-    with _no_retry_on_bad_input():
+    with _fail_at_once():
         steps.check_conf(
             context["dag_run"].conf,
             known=context["dag"].params.keys(),
@@ -105,13 +105,14 @@ def _check_conf(steps: Any, context: Any) -> None:
 
 
 @contextmanager
-def _no_retry_on_bad_input():
-    """Bad data or a bad spec fails the task at once: retrying cannot fix it."""
-    from freshcast.errors import BadInputError
+def _fail_at_once():
+    """A failure that a retry cannot change (bad input, a damaged file, a refused check) fails
+    the task at once, with its message; anything else is retried."""
+    from freshcast.errors import PermanentError
 
     try:
         yield
-    except BadInputError as err:
+    except PermanentError as err:
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
 
 
@@ -228,7 +229,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
             context = get_current_context()
             _check_conf(steps, context)
-            with _no_retry_on_bad_input():
+            with _fail_at_once():
                 result = steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
             context["outlet_events"][dataset].extra = {
                 k: result[k] for k in ("run_dir", "rows", "data_sha256")
@@ -256,20 +257,22 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            with _no_retry_on_bad_input():
+            with _fail_at_once():
                 return steps.validate(ingested["run_dir"])
 
         @task
         def split_scale(validated: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            return steps.split_scale(validated["run_dir"])
+            with _fail_at_once():
+                return steps.split_scale(validated["run_dir"])
 
         @task
         def window(scaled: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            return steps.window(scaled["run_dir"])
+            with _fail_at_once():
+                return steps.window(scaled["run_dir"])
 
         @task(
             pool=TRAINING_POOL,
@@ -283,19 +286,21 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             params = get_current_context()["params"]
             if model_name not in params["models"]:
                 raise AirflowSkipException(f"{model_name} is not in this run's conf 'models'")
-            return steps.train(windowed["run_dir"], model_name, epochs=params["epochs"])
+            with _fail_at_once():
+                return steps.train(windowed["run_dir"], model_name, epochs=params["epochs"])
 
         @task(trigger_rule="none_failed_min_one_success", execution_timeout=timedelta(minutes=30))
         def evaluate(windowed: dict[str, Any], trained: list[dict[str, Any]]) -> dict[str, Any]:
             steps = _steps()
 
-            return steps.evaluate(windowed["run_dir"], trained)
+            with _fail_at_once():
+                return steps.evaluate(windowed["run_dir"], trained)
 
         @task(execution_timeout=timedelta(minutes=30))
         def gate(evaluated: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            with _no_retry_on_bad_input():  # e.g. a candidate that predicts non-finite values
+            with _fail_at_once():  # e.g. a candidate that predicts non-finite values
                 return steps.gate(evaluated["run_dir"], run_id=get_current_context()["run_id"])
 
         @task.run_if(_promoting, skip_message="the gate refused the candidate; the champion stays")
@@ -304,7 +309,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             steps = _steps()
 
             context = get_current_context()
-            with _no_retry_on_bad_input():  # a bundle that fails its check stays failed
+            with _fail_at_once():  # a bundle that fails its check stays failed
                 result = steps.promote(decided["run_dir"], run_id=context["run_id"])
             if result["version"] is None:  # the champion moved since the gate: no event
                 raise AirflowSkipException(result["refused"])
@@ -315,7 +320,8 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         def report(decided: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            return steps.report(decided["run_dir"], run_id=get_current_context()["run_id"])
+            with _fail_at_once():
+                return steps.report(decided["run_dir"], run_id=get_current_context()["run_id"])
 
         ingested = ingest()
         validated = validate(ingested)
@@ -364,7 +370,7 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
             context = get_current_context()
             _check_conf(steps, context)
             try:
-                with _no_retry_on_bad_input():
+                with _fail_at_once():
                     result = steps.forecast(
                         spec_file, run_id=context["run_id"], cutoff=_cutoff(context)
                     )
@@ -385,9 +391,10 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
         def score_forecasts(made: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
-            return steps.score_forecasts(
-                made["forecast_dir"], run_id=get_current_context()["run_id"]
-            )
+            with _fail_at_once():
+                return steps.score_forecasts(
+                    made["forecast_dir"], run_id=get_current_context()["run_id"]
+                )
 
         score_forecasts(forecast())
 
@@ -427,7 +434,7 @@ champion pointer moves; the change is recorded in the registry history and trigg
             context = get_current_context()
             _check_conf(steps, context)
             params = context["params"]
-            with _no_retry_on_bad_input():
+            with _fail_at_once():
                 result = steps.rollback(
                     spec_file, params["version"], run_id=context["run_id"], reason=params["reason"]
                 )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-
+from freshcast import import_keras
 from freshcast.artifacts import verify_file
 from freshcast.spec import ModelSpec
+
+keras = import_keras()
 
 _LAYERS = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
+from freshcast.models import keras
 from freshcast.windowing import Windows, batch_index
 
 
