@@ -137,6 +137,25 @@ def test_broken_spec_is_an_import_error_and_other_pipelines_still_load(tmp_path,
     assert "greater than 0" in message
 
 
+def test_hostile_or_ambiguous_specs_cost_only_their_own_dags(tmp_path, monkeypatch):
+    write_tiny_pipeline(tmp_path, name="good")
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    laughs += [
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\n")  # a 1 KB billion laughs
+    twin = write_tiny_pipeline(tmp_path, name="twin")
+    twin.with_suffix(".yml").write_text(twin.read_text())
+    bag = dagbag(tmp_path, monkeypatch)
+    assert {"train_good", "forecast_good", "rollback_good"} <= set(bag.dag_ids)
+    assert not any("laughs" in d or "twin" in d for d in bag.dag_ids)
+    message = bag.import_errors[str(PROJECT_ROOT / "dags" / "spec_errors.py")]
+    assert len(message) < 3000  # bounded, not the expanded document
+    assert "laughs.yaml" in message and "alias" in message
+    assert str(tmp_path / "twin.yaml") in message and str(tmp_path / "twin.yml") in message
+
+
 def test_conf_is_validated_against_params(bundled):
     from airflow.sdk.exceptions import ParamValidationError
 
