@@ -411,7 +411,7 @@ def _registry_section(detail: Mapping[str, Any], links: Links) -> str:
                     esc(e["kind"].replace("_", " ")),
                     esc(e["what"]),
                     _a(links.report(train_id, e["run_id"]), e["run_id"])
-                    if e.get("run_id") and e["kind"] != "rolled_back"
+                    if e.get("run_id") and e["kind"] in ("promoted", "refused")  # training runs
                     else esc(e.get("run_id") or ""),
                     "<br>".join(esc(r) for r in e["reasons"]),
                 ]

@@ -255,3 +255,34 @@ def test_a_run_that_healed_the_registry_says_so_in_its_note():
     assert pages.run_note("train", {"gate": "success"}, refused) == (
         "registry: champion.json was missing | champion v1 kept"
     )
+
+
+def test_the_pages_show_a_registry_problem_and_the_healing_events(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+    from tests.helpers import write_tiny_pipeline
+    from tests.unit.test_registry import promote
+
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(tmp_path / "pipelines"))
+    write_tiny_pipeline(tmp_path / "pipelines")
+    registry = Registry("tiny")
+    promote(registry, tmp_path, "run1")
+    promote(registry, tmp_path, "run2")
+    (registry.dir / "champion.json").unlink()
+    spec = pages.pipeline("tiny")
+    airflow = {"train_runs": [], "forecast_runs": [], "next_run": None, "paused": True}
+
+    row = pages.overview_row(spec, airflow)
+    assert row["champion"]["version"] == 2  # the history's champion, not "none yet"
+    html = views.render_overview([row], LINKS)
+    assert "registry problem: champion.json is missing; the history says v2" in html
+
+    (registry.bundle_dir(2) / "model.keras").write_bytes(b"flipped")
+    with registry.lock():
+        registry.heal(run_id="scheduled__f9")  # as a forecast run does
+    detail = pages.pipeline_detail(spec, airflow)
+    events = detail["registry"]["events"]
+    assert [e["kind"] for e in events[:2]] == ["restored", "damaged"]
+    assert events[0]["what"] == "v2 → v1" and events[1]["what"] == "v2 fails its check"
+    html = views.render_pipeline(detail, LINKS, can_rollback=False, can_see_forecasts=False)
+    assert "scheduled__f9" in html and "runs/scheduled__f9/plugin" not in html  # not a training run
