@@ -54,12 +54,11 @@ class ScalerParams:
             scaled = (raw * np.asarray(self.scale) + np.asarray(self.offset)).astype(
                 dtype, copy=False
             )
-        bad = np.argwhere(~np.isfinite(scaled))
-        if bad.size:
-            row, j = (int(v) for v in bad[0])
+        if found := _first_non_finite(scaled):
+            row, j, count = found
             raise ValueError(
                 f"column {self.columns[j]!r}, row {row}: {raw[row, j]:g} scales to "
-                f"{scaled[row, j]:g} in {np.dtype(dtype).name} ({len(bad)} such value(s)); "
+                f"{scaled[row, j]:g} in {np.dtype(dtype).name} ({count} such value(s)); "
                 f"scaled values must be finite. Keep the data within ±{MAX_ABS_VALUE:g} and "
                 "near the training rows' range (what `validate` checks)."
             )
@@ -93,6 +92,12 @@ class ScalerParams:
         )
 
 
+def _first_non_finite(values: np.ndarray) -> tuple[int, int, int] | None:
+    """(row, column index, how many) of the first NaN or inf in a 2D array, or None."""
+    bad = np.argwhere(~np.isfinite(values))
+    return (int(bad[0][0]), int(bad[0][1]), len(bad)) if bad.size else None
+
+
 def fit_scaler(kind: ScalerKind, train: np.ndarray, columns: list[str]) -> ScalerParams:
     """Fit a scikit-learn scaler on the training rows and keep its parameters.
 
@@ -109,12 +114,11 @@ def fit_scaler(kind: ScalerKind, train: np.ndarray, columns: list[str]) -> Scale
     train = _check_2d(train, len(columns))
     if kind not in ("minmax", "standard"):
         raise ValueError(f"`kind` must be 'minmax' or 'standard'. Received: kind={kind!r}")
-    bad = np.argwhere(~np.isfinite(train))
-    if bad.size:
-        row, j = (int(v) for v in bad[0])
+    if found := _first_non_finite(train):
+        row, j, count = found
         raise ValueError(
             f"`train` must be finite: column {columns[j]!r}, row {row} is {train[row, j]:g} "
-            f"({len(bad)} such value(s)). Validate the data first."
+            f"({count} such value(s)). Validate the data first."
         )
     # An overflowed spread comes back as finite nonsense (scikit-learn takes an infinite
     # variance for a constant column, scale 1, and divides by an infinite range, scale 0):
