@@ -1,6 +1,10 @@
 # make run  : set up .venv, start Airflow on 127.0.0.1:8080, train the bundled pipeline, report.
+#   make run FRESHCAST_DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/freshcast
+#   keeps Airflow's metadata in PostgreSQL instead of SQLite (the database is created if missing).
+# make stop : stop every process make run started, task processes included; returns when gone.
 # make test : install the development requirements and run the whole test suite.
-# make registry PIPELINE=x : the pipeline's model versions, champion and decisions.
+# make registry PIPELINE=x : the pipeline's model versions, champion, problems and decisions.
+# make registry-check PIPELINE=x : verify every bundle, the pointer and the history; repair.
 # make rollback PIPELINE=x VERSION=n : serve version n again (runs the rollback_x DAG).
 # make replay PIPELINE=x START=YYYY-MM-DD END=YYYY-MM-DD : backfill retraining over that stretch.
 # make env   : .env with fresh secrets for `docker compose up` (CeleryExecutor, see README).
@@ -16,6 +20,8 @@ CONF ?=
 export TRAINING_POOL_SLOTS ?= 2
 # Keep TensorFlow's C++ start-up chatter out of the task logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# The metadata database's SQLAlchemy URL; empty: SQLite in AIRFLOW_HOME.
+export FRESHCAST_DATABASE_URL ?=
 
 VERSION ?=
 REASON ?= manual rollback
@@ -24,7 +30,7 @@ END ?=
 # e.g. BENCH_ARGS='--cases windowing,parse --repeats 5'
 BENCH_ARGS ?=
 
-.PHONY: run stop status registry rollback replay env test bench lint format install install-dev clean
+.PHONY: run stop status registry registry-check rollback replay env test bench lint format install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
@@ -41,7 +47,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-dis
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-install: $(VENV)/.installed
+# PostgreSQL's drivers for the metadata database (psycopg2, and asyncpg for Airflow's async
+# engine), at their pins in requirements-distributed.txt.
+$(VENV)/.installed-postgres: $(VENV)/.installed requirements-distributed.txt
+	$(BIN)/pip install --quiet $$(grep -E '^(psycopg2-binary|asyncpg)==' requirements-distributed.txt)
+	@touch $@
+
+install: $(VENV)/.installed $(if $(filter postgres%,$(FRESHCAST_DATABASE_URL)),$(VENV)/.installed-postgres)
 install-dev: $(VENV)/.installed-dev
 
 run: install
@@ -55,6 +67,9 @@ status: install
 
 registry: install
 	$(BIN)/python -m freshcast.registry show $(PIPELINE)
+
+registry-check: install
+	$(BIN)/python -m freshcast.registry check $(PIPELINE)
 
 rollback: install
 	@test -n "$(VERSION)" || { echo "usage: make rollback PIPELINE=name VERSION=n [REASON=...]"; exit 2; }

@@ -1,11 +1,13 @@
 """Run Airflow on this machine for `make run` / `make stop`, and drive it over its REST API.
 
 Starts the four Airflow 3 components that `airflow standalone` would (api-server, scheduler,
-dag-processor, triggerer) with LocalExecutor and SQLite, each as its own process group with a pid
-file and a log in AIRFLOW_HOME. Started this way rather than through `airflow standalone` so the
-scheduler's and triggerer's log servers, which bind every interface, stay off
-(`--skip-serve-logs`): with LocalExecutor the api-server reads task logs from disk. Everything
-listens on 127.0.0.1.
+dag-processor, triggerer) with LocalExecutor and SQLite (or PostgreSQL, FRESHCAST_DATABASE_URL),
+each as a session of its own with a pid file and a log in AIRFLOW_HOME, which only its owner can
+read. Started this way rather than through `airflow standalone` so the scheduler's and
+triggerer's log servers, which bind every interface, stay off (`--skip-serve-logs`): with
+LocalExecutor the api-server reads task logs from disk. Everything listens on 127.0.0.1.
+`stop` ends every process of those sessions, task processes included, and waits until they are
+gone; `up` first ends what a component that died left running.
 
 The same code runs the CeleryExecutor on this machine (PostgreSQL metadata database, Redis
 broker, Celery workers as further components), which the distributed tests use.
@@ -20,9 +22,12 @@ import base64
 import contextlib
 import json
 import os
+import random
+import re
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -52,6 +57,9 @@ class LocalRunError(RuntimeError):
 
 
 WORKER_NAME_ENV = "FRESHCAST_WORKER_NAME"
+# The metadata database's SQLAlchemy URL for `make run`, e.g.
+# postgresql+psycopg2://postgres@127.0.0.1:5432/freshcast; unset or empty: SQLite in the home.
+DATABASE_ENV = "FRESHCAST_DATABASE_URL"
 
 
 def worker_hostname() -> str:
@@ -64,8 +72,9 @@ def worker_hostname() -> str:
 class Airflow:
     """One local Airflow installation: its home, where its API listens and how to call its CLI.
 
-    With `executor="CeleryExecutor"`, `database` (a SQLAlchemy URL), `broker` and
-    `result_backend` say where the metadata and the Celery queue live.
+    `database` is the metadata database's SQLAlchemy URL (PostgreSQL, say); None is SQLite in
+    the home. With `executor="CeleryExecutor"`, `broker` and `result_backend` say where the
+    Celery queue lives.
     """
 
     home: Path
@@ -84,8 +93,19 @@ class Airflow:
     def cli(self) -> str:
         return str(Path(sys.executable).with_name("airflow"))
 
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.home / 'airflow.db'}"
+
     def env(self) -> dict[str, str]:
-        return {**os.environ, "AIRFLOW_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        """The environment of every Airflow process started here. The database is set here
+        rather than in airflow.cfg, so one home can move between SQLite and PostgreSQL."""
+        return {
+            **os.environ,
+            "AIRFLOW_HOME": str(self.home),
+            "PYTHONUNBUFFERED": "1",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+        }
 
     def pid_file(self, component: str) -> Path:
         return self.home / f"{component}.pid"
@@ -124,6 +144,48 @@ def report_url(af: Airflow, dag_id: str, run_id: str) -> str:
 
 # ---------------------------------------------------------------- set-up
 
+# How long the scheduler's, dag-processor's and triggerer's SQLite connections wait for another
+# connection's write lock before failing with "database is locked" (Python's default is 5 s),
+# which ends the component. Under a burst of REST calls the api-server holds the lock in turns
+# for up to its own 5 s: in Airflow 3.3 its audit log is written from an async dependency, on
+# the event loop, so that write waiting for the lock stalls the requests that hold it until
+# the wait gives up. The api-server keeps the short wait, which bounds that stall (the request
+# fails with a 500 that `Client` sends again); the other components wait it out. Airflow
+# imports this dict by name ([database] sql_alchemy_connect_args, see `start_component`).
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `path` readable by its owner only, from the moment it exists."""
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(handle, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)  # O_CREAT's mode does not apply to a file that existed
+
+
+def secure_home(af: Airflow) -> None:
+    """Make AIRFLOW_HOME its owner's alone: the home 0700, and every file or folder in it
+    readable by the owner only. It holds the admin password, airflow.cfg's secrets, the
+    database and logs; the components write theirs with umask 077 (see `spawn`)."""
+    af.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in [af.home, *af.home.iterdir()]:
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        private = 0o700 if path.is_dir() else mode & 0o700
+        if mode != private:
+            path.chmod(private)
+
+
+def ensure_password(af: Airflow) -> None:
+    """Write the admin user's password file before the api-server starts: Airflow's simple auth
+    manager prints a password that it generates into the api-server's log, one it finds it
+    does not."""
+    with contextlib.suppress(FileExistsError):
+        handle = os.open(af.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(handle, "w") as fh:
+            fh.write(json.dumps({USER: secrets.token_urlsafe(16)}) + "\n")
+
 
 def write_config(
     af: Airflow,
@@ -139,7 +201,7 @@ def write_config(
     cfg = af.home / "airflow.cfg"
     if cfg.exists():
         return cfg
-    af.home.mkdir(parents=True, exist_ok=True)
+    secure_home(af)
     fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     text = f"""# Written by `make run` (freshcast.localrun). Random secrets: never commit.
 [core]
@@ -163,14 +225,17 @@ jwt_secret = {secrets.token_urlsafe(64)}
 
 [logging]
 base_log_folder = {af.home / "logs"}
+file_task_handler_new_file_permissions = 0o600
+file_task_handler_new_folder_permissions = 0o700
 
 [dag_processor]
 refresh_interval = 30
 min_file_process_interval = 30
 """
-    sections: dict[str, dict[str, str]] = {}
-    if af.database:
-        sections["database"] = {"sql_alchemy_conn": af.database}
+    # A scheduler started after one that died takes over the dead one's tasks once that one's
+    # heartbeat is older than scheduler_health_check_threshold (30 s): look every 30 s for
+    # them, not every 5 minutes, so a run goes on soon after `make run` restarts a scheduler.
+    sections: dict[str, dict[str, str]] = {"scheduler": {"orphaned_tasks_check_interval": "30"}}
     if af.broker:
         sections["celery"] = {
             "broker_url": af.broker,
@@ -181,34 +246,203 @@ min_file_process_interval = 30
         sections.setdefault(section, {}).update(values)
     for section, values in sections.items():
         text += f"\n[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-    cfg.write_text(text)
-    cfg.chmod(0o600)
+    write_private(cfg, text)
     return cfg
+
+
+# ---------------------------------------------------------------- processes
+# Each component starts as the leader of a session of its own, and its pid file records the
+# leader's pid, its start time (clock ticks after boot) and the boot. Whatever the component
+# starts stays in that session: LocalExecutor workers, task supervisors and the task processes,
+# which Airflow's supervisor moves into a process group of their own (`os.setpgid(0, 0)` in
+# airflow/sdk/execution_time/supervisor.py), so a signal to the component's group misses them.
+# The session still holds them after the leader died (a killed scheduler's workers and tasks),
+# and the kernel does not give the session's number to a new process while any of them lives.
+# The start time tells the leader from a process that got its pid later. Processes are told
+# apart by their pid files and /proc, never by their names.
+
+PRIVATE_UMASK = 0o077  # what the components create (logs, password file, database) is 0600
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process, as /proc/<pid>/stat describes it."""
+
+    pid: int
+    pgid: int
+    sid: int
+    state: str  # "R", "S", ...; "Z" a zombie: dead, waiting for its parent to reap it
+    started: int  # clock ticks after boot
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in ("Z", "X")
+
+
+def proc(pid: int) -> Proc | None:
+    """The process `pid`, or None when there is none."""
+    try:
+        line = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # The command name in parentheses may hold spaces and parentheses: split after the last.
+    fields = line[line.rindex(")") + 2 :].split()
+    return Proc(pid, int(fields[2]), int(fields[3]), fields[0], int(fields[19]))
+
+
+def _processes() -> list[Proc]:
+    found = (proc(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [p for p in found if p is not None]
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a component's pid file records.
+
+    `started` and `boot` are None in a pid file of an older version, which held the pid only.
+    """
+
+    pid: int
+    started: int | None = None
+    boot: str | None = None
+
+
+def _record(af: Airflow, component: str) -> Started | None:
+    try:
+        fields = af.pid_file(component).read_text().split()
+        if len(fields) >= 3:
+            return Started(int(fields[0]), int(fields[1]), fields[2])
+        return Started(int(fields[0]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _reap(pid: int) -> None:
+    """Collect `pid`'s exit status when it is our own child (tests start Airflow in-process)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _airflow_process(found: Proc, af: Airflow) -> bool:
+    """Whether `found` is an Airflow process of this home: its environment names the home, or
+    (Airflow rewrites the titles of its processes, and with them their /proc environ) its
+    command line is Airflow's or Celery's."""
+    with contextlib.suppress(OSError):
+        if f"AIRFLOW_HOME={af.home}".encode() in Path(f"/proc/{found.pid}/environ").read_bytes():
+            return True
+    with contextlib.suppress(OSError):
+        cmdline = Path(f"/proc/{found.pid}/cmdline").read_bytes().decode(errors="replace")
+        return "airflow" in cmdline or "celery" in cmdline
+    return False
+
+
+def _leader(af: Airflow, record: Started) -> Proc | None:
+    """The component's leader if it is alive and is the process this module started (a leader
+    that is our own child and has exited is reaped here)."""
+    _reap(record.pid)
+    found = proc(record.pid)
+    if found is None or not found.alive:
+        return None
+    if record.started is None:  # an older pid file: no start time to compare
+        return found if _airflow_process(found, af) else None
+    if record.boot != _boot_id() or found.started != record.started:
+        return None  # the pid names another process now
+    return found
+
+
+def read_pid(af: Airflow, component: str) -> int | None:
+    """The pid in the component's pid file if that process is alive and is the one started."""
+    record = _record(af, component)
+    leader = _leader(af, record) if record else None
+    return leader.pid if leader else None
+
+
+def session_processes(af: Airflow, component: str) -> list[Proc]:
+    """Every live process of the component's session: its leader and all it started, task
+    processes included, whether the leader still lives or not.
+
+    With the leader gone, a process counts only when it started after the leader, in the same
+    boot, and is an Airflow process of this home (`_airflow_process`), so that a session number
+    reused after all of ours ended names nobody of ours.
+    """
+    record = _record(af, component)
+    if record is None:
+        return []
+    members = [p for p in _processes() if p.sid == record.pid and p.alive]
+    if _leader(af, record) is not None:
+        return members
+    if record.boot is not None and record.boot != _boot_id():
+        return []  # written before a reboot: nothing of ours survives one
+    return [p for p in members if p.started >= (record.started or 0) and _airflow_process(p, af)]
+
+
+def _signal(found: Proc, signum: signal.Signals) -> None:
+    """Send `signum` to `found`, unless its pid has meanwhile passed to another process."""
+    try:
+        handle = os.pidfd_open(found.pid)
+    except ProcessLookupError:
+        return
+    try:
+        now = proc(found.pid)
+        if now is not None and now.started == found.started:
+            signal.pidfd_send_signal(handle, signum)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def end_sessions(
+    af: Airflow, components: Iterable[str], *, grace: float, gone_by: float = 15.0
+) -> list[Proc]:
+    """End every process of the components' sessions and wait until they are gone: SIGTERM,
+    up to `grace` seconds to exit, then SIGKILL. A process that appears meanwhile (a task the
+    executor was starting) gets the same. Returns what was signalled.
+
+    Raises:
+        LocalRunError: when some process outlives SIGKILL by `gone_by` seconds.
+    """
+    components = list(components)
+    deadline = time.monotonic() + grace
+    signalled: dict[tuple[int, int], Proc] = {}
+    killed: set[tuple[int, int]] = set()
+    while True:
+        live = [p for c in components for p in session_processes(af, c)]
+        if not live:
+            return list(signalled.values())
+        late = time.monotonic() > deadline
+        if late and time.monotonic() > deadline + gone_by:
+            pids = ", ".join(str(p.pid) for p in live)
+            raise LocalRunError(f"processes {pids} are still alive after SIGKILL; see {af.home}")
+        for found in live:
+            key = (found.pid, found.started)
+            if key not in signalled:
+                signalled[key] = found
+                _signal(found, signal.SIGTERM)
+            elif late and key not in killed:
+                killed.add(key)
+                _signal(found, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def airflow_cli(af: Airflow, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [af.cli, *args], env=af.env(), capture_output=True, text=True, cwd=PROJECT_ROOT
+        [af.cli, *args],
+        env=af.env(),
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        umask=PRIVATE_UMASK,
     )
     if check and result.returncode != 0:
         raise LocalRunError(
             f"`airflow {' '.join(args)}` failed ({result.returncode}):\n{result.stderr[-3000:]}"
         )
     return result
-
-
-# ---------------------------------------------------------------- processes
-
-
-def read_pid(af: Airflow, component: str) -> int | None:
-    """The pid in the component's pid file if that process is alive and is an airflow process."""
-    try:
-        pid = int(af.pid_file(component).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError):
-        return None
-    # A reused pid is somebody else's. Celery retitles its worker process ("[celeryd: ...]").
-    return pid if "airflow" in cmdline or "celery" in cmdline else None
 
 
 def start_component(af: Airflow, component: str, *, env: dict[str, str] | None = None) -> int:
@@ -218,7 +452,13 @@ def start_component(af: Airflow, component: str, *, env: dict[str, str] | None =
         "dag-processor": ["dag-processor"],
         "triggerer": ["triggerer", "--skip-serve-logs"],
     }[component]
-    return _spawn(af, component, args, env=env)
+    if component != "api-server" and af.database_url.startswith("sqlite"):
+        waits = {
+            f"AIRFLOW__DATABASE__{key}": "freshcast.localrun.SQLITE_CONNECT_ARGS"
+            for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC")
+        }
+        env = {**waits, **(env or {})}
+    return spawn(af, component, [af.cli, *args], env=env)
 
 
 def start_worker(
@@ -251,7 +491,7 @@ def start_worker(
         WORKER_NAME_ENV: name,
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "freshcast.localrun.worker_hostname",
     }
-    return _spawn(af, f"worker-{name}", args, env=env)
+    return spawn(af, f"worker-{name}", [af.cli, *args], env=env)
 
 
 def _components(af: Airflow) -> list[str]:
@@ -260,54 +500,69 @@ def _components(af: Airflow) -> list[str]:
     return [*COMPONENTS, *workers]
 
 
-def _spawn(af: Airflow, component: str, args: list[str], *, env: dict[str, str] | None) -> int:
-    with open(af.log_file(component), "ab") as log:
-        proc = subprocess.Popen(
-            [af.cli, *args],
+def spawn(
+    af: Airflow, component: str, argv: list[str], *, env: dict[str, str] | None = None
+) -> int:
+    """Start `argv` as `component`: the leader of a new session, with umask 077 and its output
+    in the component's log (0600); its pid file records it. Returns its pid."""
+    secure_home(af)
+    log = os.open(af.log_file(component), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        child = subprocess.Popen(
+            argv,
             env={**af.env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=PROJECT_ROOT,
-            start_new_session=True,  # its own process group, so stop() takes its children too
+            start_new_session=True,  # a session of its own: stop() finds all it starts there
+            umask=PRIVATE_UMASK,
         )
-    af.pid_file(component).write_text(f"{proc.pid}\n")
-    return proc.pid
+    finally:
+        os.close(log)
+    started = proc(child.pid)
+    ticks = started.started if started else 0
+    write_private(af.pid_file(component), f"{child.pid} {ticks} {_boot_id()}\n")
+    return child.pid
 
 
 def stop(af: Airflow, *, say: Callable[[str], None] = print, grace: float = 30.0) -> list[int]:
-    """Stop the processes this module started, by their pid files, and nothing else."""
-    stopped = []
+    """Stop every process this module started for `af`, and nothing else, and return when they
+    are gone: the components, what they started (task processes included), and what is left
+    of a component that died. Each gets SIGTERM, then SIGKILL after `grace` seconds. The
+    api-server goes last, so that task processes can still report how they ended.
+
+    Returns the pids of the components' leaders that had processes to stop.
+    """
     components = _components(af)
-    for component in components:
-        pid = read_pid(af, component)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            stopped.append(pid)
-            say(f"stopping {component} (pid {pid})")
-    deadline = time.monotonic() + grace
-    for pid in stopped:
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _group_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            # SIGKILL is delivered at once, but the processes leave the table only when they
-            # are reaped: wait for that, so "stopped" means gone.
-            gone_by = time.monotonic() + 15
-            while _group_alive(pid) and time.monotonic() < gone_by:
-                time.sleep(0.1)
+    busy = {c: session_processes(af, c) for c in components}
+    busy = {c: found for c, found in busy.items() if found}
+    for component, found in busy.items():
+        leader = _record(af, component).pid  # busy: it has a pid file
+        state = "" if read_pid(af, component) else ", its leader is gone"
+        say(f"stopping {component} (pid {leader}, {len(found)} process(es){state})")
+    first = [c for c in busy if c != "api-server"]
+    for wave in (first, [c for c in busy if c == "api-server"]):
+        end_sessions(af, wave, grace=grace)
+    leaders = [_record(af, c).pid for c in busy]
+    # The killed leave the process table once reaped (their parents are gone: init reaps them
+    # at once); wait for that too, so that nothing is left in the leaders' groups.
+    settled = time.monotonic() + 5
+    while time.monotonic() < settled and any(
+        p.pgid in leaders and p.pid not in leaders for p in _processes()
+    ):
+        time.sleep(0.05)
+    for pid in leaders:
+        _reap(pid)
     for component in components:
         af.pid_file(component).unlink(missing_ok=True)
-    if not stopped:
+    if not busy:
         say(f"nothing to stop: no running component has a pid file in {af.home}")
-    return stopped
+    return leaders
 
 
 def _group_alive(pgid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):  # reap the leader when it is our own child
-        os.waitpid(pgid, os.WNOHANG)
+    _reap(pgid)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -345,19 +600,30 @@ def up(
     timeout: float = 300.0,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Start whatever component is not running (reusing those that are) and wait until healthy."""
+    """Start whatever component is not running (reusing those that are) and wait until healthy.
+
+    What a component that died left running (a killed scheduler's executor workers and task
+    processes) is stopped before it starts again, so that no task runs twice.
+    """
     running = {c: read_pid(af, c) for c in COMPONENTS}
     if all(running.values()) and _healthy(health(af)):
+        secure_home(af)
         say(f"Airflow is already up at {af.url} (pids {', '.join(map(str, running.values()))})")
         _set_pools(af, pools or {})
         return
     write_config(af)
+    secure_home(af)
+    for component in COMPONENTS:
+        if running[component] is None:
+            _end_leftovers(af, component, say=say)
     if running["api-server"] is None and _port_open(af.host, af.port):
         raise LocalRunError(
             f"port {af.port} on {af.host} is taken by a program this project did not start; "
             "stop it, or run with AIRFLOW_PORT=<free port>"
         )
-    say(f"migrating the metadata database in {af.home}")
+    ensure_database(af.database_url)
+    ensure_password(af)
+    say(f"migrating the metadata database ({database_label(af.database_url)})")
     airflow_cli(af, "db", "migrate")
     _set_pools(af, pools or {})
     for component in COMPONENTS:
@@ -366,6 +632,64 @@ def up(
             say(f"started {component} (pid {pid}, log {af.log_file(component)})")
     wait_healthy(af, timeout=timeout)
     say(f"Airflow is up at {af.url}")
+
+
+# Seconds that what a dead component left running gets to exit after SIGTERM.
+LEFTOVER_GRACE = 5.0
+
+
+def _end_leftovers(af: Airflow, component: str, *, say: Callable[[str], None]) -> None:
+    record = _record(af, component)
+    ended = end_sessions(af, [component], grace=LEFTOVER_GRACE)
+    if record and ended:
+        pids = ", ".join(str(p.pid) for p in ended)
+        say(f"stopped what the {component} (pid {record.pid}) left running when it died: {pids}")
+
+
+def database_label(url: str) -> str:
+    """`url` without its password, for messages."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+
+
+def ensure_database(url: str) -> None:
+    """Create the database of a PostgreSQL `url` when its server has none of that name yet;
+    any other URL is left alone (SQLite makes its file)."""
+    if not url.startswith("postgresql"):
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        import psycopg2
+        from psycopg2 import sql
+    except ImportError as err:
+        raise LocalRunError(
+            "PostgreSQL needs the psycopg2 and asyncpg drivers: `make run` installs them when "
+            "FRESHCAST_DATABASE_URL is set (pins in requirements-distributed.txt)"
+        ) from err
+    parsed = make_url(url)
+    server = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "password": parsed.password,
+    }
+    try:
+        conn = psycopg2.connect(dbname="postgres", **{k: v for k, v in server.items() if v})
+    except psycopg2.Error as err:
+        raise LocalRunError(f"cannot reach PostgreSQL at {database_label(url)}: {err}") from err
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,))
+            if cursor.fetchone() is None:
+                create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database))
+                cursor.execute(create)
+    except psycopg2.Error as err:
+        raise LocalRunError(
+            f"cannot create database {parsed.database!r} at {database_label(url)}: {err}"
+        ) from err
+    finally:
+        conn.close()
 
 
 # The DAGs' promote and rollback tasks change a registry one at a time, on any worker.
@@ -405,24 +729,71 @@ def password(af: Airflow, *, timeout: float = 60.0) -> str:
     raise LocalRunError(f"no password for {USER!r} in {af.passwords_file}")
 
 
-class Client:
-    """A small client of Airflow's REST API v2, logged in as the generated admin user."""
+def busy_database(response: httpx.Response) -> bool:
+    """Whether Airflow answered that its metadata database was busy, having changed nothing:
+    a 503, or a 500 whose reason is "Database error" (SQLite's "database is locked"; Airflow
+    names the cause in the api-server's log only)."""
+    if response.status_code == 503:
+        return True
+    if response.status_code != 500:
+        return False
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(detail, dict) and detail.get("reason") == "Database error"
 
-    def __init__(self, af: Airflow, *, password_timeout: float = 60.0) -> None:
-        self.af = af
+
+class Client:
+    """A small client of Airflow's REST API v2, logged in as the generated admin user.
+
+    Every request it sends is one that may be sent twice: it is sent again, up to `attempts`
+    times in all after pauses that double from `backoff` seconds (to 8 s at most), while Airflow
+    answers that its database is busy (`busy_database`) or the connection fails. `transport`
+    replaces httpx's (tests answer with `httpx.MockTransport`).
+    """
+
+    def __init__(
+        self,
+        af: Airflow,
+        *,
+        password_timeout: float = 60.0,
+        attempts: int = 8,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.af, self.attempts, self.backoff = af, attempts, backoff
         secret = password(af, timeout=password_timeout)
-        response = httpx.post(
-            f"{af.url}/auth/token", json={"username": USER, "password": secret}, timeout=30
-        )
+        self.http = httpx.Client(base_url=f"{af.url}/api/v2", timeout=30, transport=transport)
+        login = {"username": USER, "password": secret}
+        response = self.request("POST", f"{af.url}/auth/token", json=login)
         if response.status_code not in (200, 201):
             raise LocalRunError(f"login to {af.url} failed: {response.status_code} {response.text}")
-        token = response.json()["access_token"]
-        self.http = httpx.Client(
-            base_url=f"{af.url}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
+        self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request that is safe to repeat, again while the database is busy.
+
+        Raises:
+            httpx.TransportError: when the last attempt cannot reach the api-server.
+        """
+        attempt = 1
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt >= self.attempts:
+                    raise
+            else:
+                if attempt >= self.attempts or not busy_database(response):
+                    return response
+            # Jitter: clients that met the same lock should not come back at the same moment.
+            pause = min(self.backoff * 2 ** (attempt - 1), 8.0)
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            attempt += 1
 
     def get(self, path: str, **params: Any) -> Any:
-        response = self.http.get(path, params=params)
+        response = self.request("GET", path, params=params)
         if response.status_code >= 400:
             raise LocalRunError(f"GET {path}: {response.status_code} {response.text}")
         return response.json()
@@ -433,7 +804,7 @@ class Client:
         deadline = time.monotonic() + timeout
         errors: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            response = self.http.get(f"/dags/{dag_id}")
+            response = self.request("GET", f"/dags/{dag_id}")
             if response.status_code == 200 and not response.json().get("is_stale"):
                 return response.json()
             errors = self.get("/importErrors").get("import_errors", [])
@@ -447,18 +818,25 @@ class Client:
         )
 
     def unpause(self, dag_id: str) -> None:
-        response = self.http.patch(f"/dags/{dag_id}", json={"is_paused": False})
+        response = self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
         if response.status_code >= 400:
             raise LocalRunError(f"unpausing {dag_id}: {response.status_code} {response.text}")
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        response = self.http.post(
-            f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}
-        )
+        """Create a run of `dag_id` with `conf` now; returns its run id.
+
+        The run id is made here, new and random, so the request is safe to send again: a 409
+        (the id exists) means that an earlier attempt created the run.
+        """
+        run_id = f"manual__{datetime.now(UTC).isoformat()}_{secrets.token_hex(4)}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        response = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        if response.status_code == 409:
+            return run_id
         if response.status_code >= 400:
             detail = response.json().get("detail", response.text)
             raise LocalRunError(f"triggering {dag_id} was refused: {detail}")
-        return response.json()["dag_run_id"]
+        return run_id
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """The DAG's runs, oldest first."""
@@ -1085,6 +1463,7 @@ def main(argv: list[str] | None = None) -> int:
     af = Airflow(
         home=Path(os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow"),
         port=int(os.environ.get("AIRFLOW_PORT", "8080")),
+        database=os.environ.get(DATABASE_ENV) or None,
     )
     pools = {"training": args.training_slots}
     try:

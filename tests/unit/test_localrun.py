@@ -4,10 +4,20 @@ into the Airflow UI, the leaderboard and forecast lines, and the status text fro
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from freshcast import localrun
@@ -21,11 +31,12 @@ QUOTED = "manual__2024-08-27T12%3A45%3A36.582898%2B00%3A00"
 
 
 @pytest.fixture
-def af(tmp_path) -> Airflow:
+def af(tmp_path) -> Iterator[Airflow]:
     af = Airflow(home=tmp_path / "airflow-home", port=8793)
     af.home.mkdir()
     af.passwords_file.write_text(json.dumps({"admin": "s3cret"}))
-    return af
+    yield af
+    localrun.stop(af, say=lambda _: None, grace=0.5)  # what a failed test started
 
 
 # ---------------------------------------------------------------- links into the Airflow UI
@@ -496,3 +507,335 @@ def test_an_unreadable_registry_is_reported_not_raised(tmp_path):
     assert found == {"version": None, "since": None, "error": "bucket unreachable"}
     text = localrun.format_status(status_of(pipelines=[pipeline_status(champion=found)]))
     assert "  champion:  unknown, the registry cannot be read: bucket unreachable" in text
+
+
+# ---------------------------------------------------------------- processes: make stop, make run
+# A fake component in place of an Airflow one: like the scheduler, it starts children that sit in
+# process groups of their own (as Airflow's task supervisor puts task processes) and ignore
+# SIGTERM, each with a child of its own. Every process appends its pid to `pids`.
+
+COMPONENT = r"""
+import os, signal, sys, time
+from pathlib import Path
+
+home = Path(sys.argv[1])
+(home / "made-by-component").write_text("a secret")
+
+
+def note():
+    with open(home / "pids", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+note()
+for _ in range(2):
+    if os.fork() == 0:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.fork()
+        note()
+        time.sleep(600)
+        os._exit(0)
+time.sleep(600)
+"""
+
+
+def start_fake(af: Airflow, component: str = "scheduler") -> list[int]:
+    """Start COMPONENT as `component`; returns the pids of its five processes, leader first."""
+    (af.home / "pids").unlink(missing_ok=True)
+    leader = localrun.spawn(af, component, [sys.executable, "-c", COMPONENT, str(af.home)])
+    noted = af.home / "pids"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = [int(p) for p in noted.read_text().split()] if noted.exists() else []
+        if len(pids) == 5:
+            assert pids[0] == leader
+            return pids
+        time.sleep(0.05)
+    raise AssertionError("the fake component did not start its processes")
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of `pids` that run (a zombie has ended)."""
+    found = [localrun.proc(pid) for pid in pids]
+    return [p.pid for p in found if p is not None and p.alive]
+
+
+@pytest.fixture
+def bystander():
+    """A process of somebody else, leading a session of its own: nothing here may touch it."""
+    process = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield process
+    assert process.poll() is None, "a process this project did not start was killed"
+    process.kill()
+    process.wait()
+
+
+def test_stop_ends_processes_in_groups_of_their_own_and_waits_until_they_are_gone(af, bystander):
+    pids = start_fake(af)
+    leader = pids[0]
+    assert {os.getpgid(pid) for pid in pids[1:]}.isdisjoint({leader})  # killpg would miss them
+    assert localrun.read_pid(af, "scheduler") == leader
+    lines: list[str] = []
+    began = time.monotonic()
+    assert localrun.stop(af, say=lines.append, grace=1.0) == [leader]
+    assert alive(pids) == []  # when stop returns, not some time later
+    assert 1.0 <= time.monotonic() - began < 15  # SIGTERM ignored: SIGKILL after the grace
+    assert lines == [f"stopping scheduler (pid {leader}, 5 process(es))"]
+    assert not af.pid_file("scheduler").exists()
+    assert localrun.stop(af, say=lines.append) == []
+    assert lines[-1].startswith("nothing to stop")
+
+
+def test_what_a_killed_component_left_running_is_stopped_by_stop_and_by_up(
+    af, bystander, monkeypatch
+):
+    pids = start_fake(af)
+    os.kill(pids[0], signal.SIGKILL)
+    os.waitpid(pids[0], 0)
+    assert localrun.read_pid(af, "scheduler") is None
+    assert sorted(alive(pids)) == sorted(pids[1:])  # orphans, still in the dead leader's session
+
+    # `make run` after the crash: up() stops them before it starts the scheduler again.
+    started_now: list[str] = []
+    monkeypatch.setattr(localrun, "LEFTOVER_GRACE", 0.5)
+    monkeypatch.setattr(localrun, "airflow_cli", lambda af, *args: None)
+    monkeypatch.setattr(localrun, "_port_open", lambda host, port: False)
+    monkeypatch.setattr(localrun, "wait_healthy", lambda af, timeout: None)
+    monkeypatch.setattr(
+        localrun, "start_component", lambda af, component: started_now.append(component) or 1
+    )
+    lines: list[str] = []
+    localrun.up(af, say=lines.append)
+    assert alive(pids) == []
+    left = f"stopped what the scheduler (pid {pids[0]}) left running when it died: "
+    assert [line for line in lines if line.startswith(left)] == [
+        left + ", ".join(str(p) for p in sorted(pids[1:]))
+    ]
+    assert started_now == list(localrun.COMPONENTS)
+
+    # And `make stop` finds them the same way.
+    pids = start_fake(af, "triggerer")
+    os.kill(pids[0], signal.SIGKILL)
+    os.waitpid(pids[0], 0)
+    lines = []
+    assert localrun.stop(af, say=lines.append, grace=0.5) == [pids[0]]
+    assert lines == [f"stopping triggerer (pid {pids[0]}, 4 process(es), its leader is gone)"]
+    assert alive(pids) == []
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "{pid} {wrong_start} {boot}",  # the pid was given to another process since
+        "{pid} {start} another-boot",  # written before a reboot
+        "{pid}",  # an older pid file, and the process is not Airflow's
+    ],
+)
+def test_a_pid_file_naming_somebody_elses_process_stops_nothing(af, bystander, record):
+    start = localrun.proc(bystander.pid).started
+    text = record.format(pid=bystander.pid, start=start, wrong_start=start - 1, boot=boot_id())
+    af.pid_file("scheduler").write_text(text + "\n")
+    assert localrun.read_pid(af, "scheduler") is None
+    assert localrun.session_processes(af, "scheduler") == []
+    lines: list[str] = []
+    assert localrun.stop(af, say=lines.append, grace=0.5) == []
+    assert lines[-1].startswith("nothing to stop")
+
+
+# ---------------------------------------------------------------- secrets in AIRFLOW_HOME
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_components_write_their_files_and_logs_for_the_owner_only(af):
+    old = os.umask(0o022)
+    try:
+        start_fake(af)
+        assert localrun.stop(af, say=lambda _: None, grace=0.5)
+    finally:
+        os.umask(old)
+    assert mode(af.home / "made-by-component") == 0o600  # umask 077 in the component
+    assert mode(af.log_file("scheduler")) == 0o600
+    assert mode(af.home) == 0o700
+
+
+def test_start_makes_an_existing_home_private_and_the_password_never_reaches_a_log(tmp_path):
+    old = os.umask(0o022)
+    try:
+        af = Airflow(home=tmp_path / "home")
+        af.home.mkdir(mode=0o755)
+        for name in (
+            "airflow.db",
+            "api-server.log",
+            "simple_auth_manager_passwords.json.generated",
+        ):
+            (af.home / name).write_text("x")
+            (af.home / name).chmod(0o644)
+        (af.home / "logs").mkdir(mode=0o755)
+        localrun.secure_home(af)
+        assert {p.name: mode(p) for p in [af.home, *af.home.iterdir()]} == {
+            "home": 0o700,
+            "airflow.db": 0o600,
+            "api-server.log": 0o600,
+            "simple_auth_manager_passwords.json.generated": 0o600,
+            "logs": 0o700,
+        }
+        fresh = Airflow(home=tmp_path / "fresh" / "home")
+        cfg = localrun.write_config(fresh)
+        assert (mode(fresh.home), mode(cfg)) == (0o700, 0o600)
+        assert "file_task_handler_new_file_permissions = 0o600" in cfg.read_text()
+        # Airflow prints only a password that it generates: the one written here stays out
+        # of the api-server's log.
+        localrun.ensure_password(fresh)
+        secret = localrun.password(fresh, timeout=1)
+        assert mode(fresh.passwords_file) == 0o600 and len(secret) >= 16
+        localrun.ensure_password(fresh)
+        assert localrun.password(fresh, timeout=1) == secret
+    finally:
+        os.umask(old)
+
+
+# ---------------------------------------------------------------- the metadata database
+
+
+def test_sqlite_waits_longer_for_a_lock_except_in_the_api_server(af, monkeypatch):
+    spawned: dict[str, dict[str, str]] = {}
+    monkeypatch.setattr(
+        localrun, "spawn", lambda af, component, argv, env: spawned.update({component: env}) or 1
+    )
+    for component in localrun.COMPONENTS:
+        localrun.start_component(af, component)
+    key = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"
+    assert {c: (env or {}).get(key) for c, env in spawned.items()} == {
+        "api-server": None,
+        "scheduler": "freshcast.localrun.SQLITE_CONNECT_ARGS",
+        "dag-processor": "freshcast.localrun.SQLITE_CONNECT_ARGS",
+        "triggerer": "freshcast.localrun.SQLITE_CONNECT_ARGS",
+    }
+    assert localrun.SQLITE_CONNECT_ARGS["timeout"] > 5  # Python's default
+    sqlite = f"sqlite:///{af.home / 'airflow.db'}"
+    assert af.env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == sqlite
+
+    url = "postgresql+psycopg2://postgres:pw@127.0.0.1:5432/freshcast"
+    postgres = Airflow(home=af.home, port=af.port, database=url)
+    spawned.clear()
+    localrun.start_component(postgres, "scheduler")
+    assert spawned["scheduler"] is None
+    assert postgres.env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
+    assert (
+        localrun.database_label(url)
+        == "postgresql+psycopg2://postgres:***@127.0.0.1:5432/freshcast"
+    )
+
+
+def test_make_run_takes_the_database_from_freshcast_database_url(af, monkeypatch):
+    seen: list[Airflow] = []
+    monkeypatch.setattr(localrun, "stop", lambda af: seen.append(af))
+    monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
+    monkeypatch.setenv("FRESHCAST_DATABASE_URL", "postgresql+psycopg2://u@h:5432/d")
+    assert localrun.main(["stop"]) == 0
+    monkeypatch.setenv("FRESHCAST_DATABASE_URL", "")
+    assert localrun.main(["stop"]) == 0
+    assert [a.database_url for a in seen] == [
+        "postgresql+psycopg2://u@h:5432/d",
+        f"sqlite:///{af.home / 'airflow.db'}",
+    ]
+
+
+def test_ensure_database_creates_a_missing_postgresql_database():
+    psycopg2 = pytest.importorskip("psycopg2")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        if sock.connect_ex(("127.0.0.1", 5432)) != 0:
+            pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    name = f"freshcast_test_{secrets.token_hex(4)}"
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    localrun.ensure_database(url)
+    localrun.ensure_database(url)  # there already: nothing to do
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            assert cursor.fetchone() == (1,)
+            cursor.execute(f'DROP DATABASE "{name}"')
+    finally:
+        conn.close()
+    localrun.ensure_database("sqlite:////nowhere/airflow.db")  # not PostgreSQL: left alone
+
+
+# ---------------------------------------------------------------- the REST client under load
+
+BUSY = {"detail": {"reason": "Database error", "statement": "hidden", "message": "see log"}}
+
+
+def client_with(af: Airflow, answers: list[tuple[int, Any]], seen: list[httpx.Request]) -> Any:
+    """A Client whose requests after the login get `answers` in turn: (status, JSON body)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        seen.append(request)
+        status, body = answers.pop(0)
+        return httpx.Response(status, json=body)
+
+    return localrun.Client(af, backoff=0, transport=httpx.MockTransport(handle))
+
+
+def test_a_trigger_that_met_a_locked_database_is_sent_again_with_the_same_run_id(af):
+    seen: list[httpx.Request] = []
+    client = client_with(af, [(500, BUSY), (503, {"detail": "locked"}), (200, {})], seen)
+    run_id = client.trigger("train_tiny", {"epochs": 2})
+    bodies = [json.loads(r.content) for r in seen]
+    assert len(bodies) == 3 and all(b == bodies[0] for b in bodies)
+    assert bodies[0]["dag_run_id"] == run_id and run_id.startswith("manual__")
+    assert bodies[0]["conf"] == {"epochs": 2}
+    assert seen[0].headers["Authorization"] == "Bearer t"
+
+
+def test_a_409_after_a_lost_answer_means_the_first_attempt_created_the_run(af):
+    seen: list[httpx.Request] = []
+    client = client_with(af, [(500, BUSY), (409, {"detail": {"reason": "Unique"}})], seen)
+    run_id = client.trigger("train_tiny", {})
+    assert [json.loads(r.content)["dag_run_id"] for r in seen] == [run_id, run_id]
+
+
+def test_other_errors_are_not_sent_again_and_retries_end(af):
+    seen: list[httpx.Request] = []
+    client = client_with(af, [(400, {"detail": "Invalid input for param epochs"})], seen)
+    with pytest.raises(LocalRunError, match="epochs"):
+        client.trigger("train_tiny", {"epochs": 0})
+    client = client_with(af, [(500, {"detail": "Internal Server Error"})], seen)
+    with pytest.raises(LocalRunError, match="500"):
+        client.get("/dags/train_tiny")
+    assert len(seen) == 2
+    seen.clear()
+    client = client_with(af, [(503, {})] * 3, seen)
+    client.attempts = 3
+    with pytest.raises(LocalRunError, match="503"):
+        client.get("/dags")
+    assert len(seen) == 3
+
+
+def test_get_and_unpause_are_sent_again_while_the_database_is_busy(af):
+    seen: list[httpx.Request] = []
+    client = client_with(af, [(500, BUSY), (200, {"dag_runs": []})], seen)
+    assert client.dag_runs("train_tiny") == []
+    client = client_with(af, [(503, {}), (200, {})], seen)
+    client.unpause("train_tiny")
+    assert [r.method for r in seen] == ["GET", "GET", "PATCH", "PATCH"]
+
+
+def test_busy_database_reads_airflows_answer():
+    assert localrun.busy_database(httpx.Response(503))
+    assert localrun.busy_database(httpx.Response(500, json=BUSY))
+    assert not localrun.busy_database(httpx.Response(500, json={"detail": "boom"}))
+    assert not localrun.busy_database(httpx.Response(500, text="<html>"))
+    assert not localrun.busy_database(httpx.Response(409, json=BUSY))
