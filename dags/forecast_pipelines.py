@@ -113,7 +113,10 @@ def _fail_at_once():
     try:
         yield
     except PermanentError as err:
-        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+        said = f"{type(err).__name__}: {err}"
+        # For the run's note: the failure in words, not just "see the log".
+        get_current_context()["ti"].xcom_push(key="reason", value=said[:1000])
+        raise AirflowFailException(said) from err
 
 
 def _doc(spec: PipelineSpec) -> str:

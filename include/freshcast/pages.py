@@ -429,7 +429,7 @@ def run_note(kind: str, states: Mapping[str, str], results: Mapping[str, Any]) -
         kind: "train", "forecast" or "rollback".
         states: task id -> state of the run's task instances (mapped tasks: any one).
         results: task id -> its XCom return value; "data_changed.reason" -> why it trains or
-            not.
+            not; "<task>.reason" -> why a task failed at once (a failure no retry can change).
     """
     repaired = [a for t in ("gate", "forecast") for a in (results.get(t) or {}).get("registry", [])]
     said = _what_the_run_did(kind, states, results)
@@ -443,7 +443,9 @@ def _what_the_run_did(
 ) -> str | None:
     failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
     if failed:
-        return f"failed at {', '.join(failed)}: see the task log for the error and its fix"
+        said = [results[f"{t}.reason"] for t in failed if results.get(f"{t}.reason")]
+        why = said[0] if said else "see the task log for the error and its fix"
+        return f"failed at {', '.join(failed)}: {why}"
     if kind == "train":
         reason = results.get("data_changed.reason")
         # A short-circuit that returns False pushes no return value: its skipped tasks say it.

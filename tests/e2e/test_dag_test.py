@@ -97,6 +97,8 @@ def test_bad_data_fails_validate_at_once_and_leaves_nothing_behind(airflow_db, t
     assert tis["ingest"].state == "success"
     assert tis["validate"].state == "failed"
     assert tis["validate"].try_number == 1  # bad input is not retried
+    said = tis["validate"].xcom_pull(task_ids="validate", key="reason")
+    assert said.startswith("DataValidationError: ") and "not-a-number" in said  # for the note
     assert tis["train"].state == "upstream_failed"
     run = only_run_dir(tiny["artifacts"])
     assert not (run / "validate").exists()  # a failed step leaves no half-written folder

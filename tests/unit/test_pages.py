@@ -221,6 +221,10 @@ def test_run_notes_say_what_each_kind_of_run_did():
     assert pages.run_note("train", {"validate": "failed", "window": "upstream_failed"}, {}) == (
         "failed at validate, window: see the task log for the error and its fix"
     )
+    why = "RegistryError: champion v1 of tiny fails its check and no other version verifies"
+    assert pages.run_note("forecast", {"forecast": "failed"}, {"forecast.reason": why}) == (
+        f"failed at forecast: {why}"
+    )
     made = {
         "version": 2,
         "unit": "°C",
