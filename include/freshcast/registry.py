@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,7 +196,9 @@ class Registry:
             read_manifest(self.bundle_dir(version), verify=True)
             read_json(self.bundle_dir(version) / "bundle.json")
         except (ArtifactError, ValueError) as err:
-            return str(err)
+            # The artifacts' generic advice ("rerun the task that writes it") does not apply to
+            # a stored version: `heal` and `check` say what to do instead.
+            return re.sub(r"[;.] [Rr]erun the task that writes it\.?$", "", str(err))
         return None
 
     def problems(self, *, verify: bool = True) -> list[str]:
@@ -606,7 +609,9 @@ def check(registry: Registry) -> tuple[list[str], bool]:
         )
         for tmp in stale:
             shutil.rmtree(tmp, ignore_errors=True)
-    lines.extend(f"repaired: {action}" for action in healed["actions"])
+    if healed["actions"]:
+        lines.append("repairs:")
+        lines.extend(f"  {action}" for action in healed["actions"])
     if stale:
         lines.append(f"removed {len(stale)} unfinished bundle folder(s) left by a crash")
     if healed["problem"]:

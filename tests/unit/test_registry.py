@@ -356,7 +356,8 @@ def test_check_verifies_every_bundle_and_repairs(registry, tmp_path, capsys, mon
     out = capsys.readouterr().out
     assert "v1: files verify" in out and "v2: FAILS" in out and "scaler" in out
     assert "history: 2 event(s), contiguous" in out
-    assert "repaired: champion v2 fails its check" in out and "repaired: serving v1 instead" in out
+    assert "repairs:\n  champion v2 fails its check" in out and "\n  serving v1 instead" in out
+    assert "Rerun the task" not in out  # advice for run folders, not for stored versions
     assert "removed 1 unfinished bundle folder(s)" in out
     assert "champion: v1 (files verify)" in out
     assert not (registry.versions_dir / ".tmp-crashed").exists()
