@@ -37,15 +37,23 @@ SLOW_MODEL = {"type": "gru", "units": [8], "epochs": 150, "batch_size": 16, "pat
 LONG_MODEL = {**SLOW_MODEL, "epochs": 3000, "patience": 3000}
 
 
-@pytest.fixture
-def airflow(tmp_path, tiny, monkeypatch):
-    af = localrun.Airflow(home=tmp_path / "airflow-home", port=free_port())
+@contextlib.contextmanager
+def configured(af, monkeypatch):
+    """`af` with its airflow.cfg written, as the test's AIRFLOW_HOME; stopped afterwards."""
     monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
     localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
     try:
         yield af
     finally:
         localrun.stop(af, say=lambda _: None)
+
+
+@pytest.fixture
+def airflow(tmp_path, tiny, monkeypatch):
+    with configured(
+        localrun.Airflow(home=tmp_path / "airflow-home", port=free_port()), monkeypatch
+    ) as af:
+        yield af
 
 
 def session(leader: int) -> set[tuple[int, float]]:
@@ -100,10 +108,9 @@ def assert_private(af: localrun.Airflow) -> None:
     assert not [log.name for log in af.home.glob("*.log") if secret in log.read_text()]
 
 
-def test_killed_scheduler_leaves_nothing_behind_a_restart(airflow, tiny):
-    """SIGKILL of the scheduler mid-training orphans its executor workers and the task process;
-    starting again (`make run`'s first step) ends them first, and the run still succeeds."""
-    write_tiny_pipeline(tiny["pipelines"], models=[SLOW_MODEL])
+def start_training(airflow):
+    """Start Airflow, trigger the tiny pipeline and return once its train task runs:
+    (client, run id, the scheduler's pid)."""
     localrun.up(airflow, pools={"training": 1}, say=lambda _: None)
     client = localrun.Client(airflow)
     client.wait_for_dag(DAG)
@@ -111,6 +118,14 @@ def test_killed_scheduler_leaves_nothing_behind_a_restart(airflow, tiny):
     run_id = client.trigger(DAG, {})
     scheduler = localrun.read_pid(airflow, "scheduler")
     wait_for_training(client, run_id, scheduler)
+    return client, run_id, scheduler
+
+
+def test_killed_scheduler_leaves_nothing_behind_a_restart(airflow, tiny):
+    """SIGKILL of the scheduler mid-training orphans its executor workers and the task process;
+    starting again (`make run`'s first step) ends them first, and the run still succeeds."""
+    write_tiny_pipeline(tiny["pipelines"], models=[SLOW_MODEL])
+    client, run_id, scheduler = start_training(airflow)
 
     left = session(scheduler) - {(scheduler, psutil.Process(scheduler).create_time())}
     os.kill(scheduler, signal.SIGKILL)
@@ -136,13 +151,7 @@ def test_stop_mid_training_returns_when_every_process_is_gone(airflow, tiny):
     returns only once every process of every component is gone, the task process included,
     and nothing writes artifacts afterwards."""
     write_tiny_pipeline(tiny["pipelines"], models=[LONG_MODEL])
-    localrun.up(airflow, pools={"training": 1}, say=lambda _: None)
-    client = localrun.Client(airflow)
-    client.wait_for_dag(DAG)
-    client.unpause(DAG)
-    run_id = client.trigger(DAG, {})
-    scheduler = localrun.read_pid(airflow, "scheduler")
-    wait_for_training(client, run_id, scheduler)
+    _, _, scheduler = start_training(airflow)
 
     started = set()
     for component in localrun.COMPONENTS:
@@ -234,12 +243,10 @@ def postgres_airflow(tmp_path, tiny, monkeypatch):
         port=free_port(),
         database=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
     )
-    monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
-    localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
     try:
-        yield af
+        with configured(af, monkeypatch):
+            yield af
     finally:
-        localrun.stop(af, say=lambda _: None)
         conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
         conn.autocommit = True
         with conn.cursor() as cursor:
