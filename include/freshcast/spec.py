@@ -61,6 +61,22 @@ MAX_LISTED_PROBLEMS = 20
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
+# Calendar components a spec may add as cyclic (sin, cos) inputs, each with the coarsest grid on
+# which it still varies: rank of the grid's unit (s=0 ... Y=7) must be at most this.
+CALENDAR_COMPONENTS = {
+    "minute": 0,  # minute of the hour: grids under a minute
+    "hour": 2,  # hour of the day: grids of seconds, minutes or hours
+    "dayofweek": 3,
+    "dayofmonth": 4,
+    "dayofyear": 6,
+    "month": 6,
+}
+_UNIT_RANK = {"s": 0, "min": 1, "h": 2, "D": 3, "B": 3, "W": 4, "M": 5, "Q": 6, "Y": 7}
+MAX_SEEDS = 20
+MAX_TRIALS = 200
+# A member of a model with several seeds, a tuning trial, a learning-rate sweep: "<model>-s2".
+MEMBER_SEPARATOR = "-"
+
 
 class SpecError(BadInputError, ValueError):
     """A pipeline spec that cannot be used; the message names the file, the field and the fix."""
@@ -137,6 +153,11 @@ class GateSpec(_Strict):
         default=True,
         description="Skip training when the data and spec equal the last decided run's.",
     )
+    beat: list[Literal["persistence", "seasonal_naive", "ridge"]] = Field(
+        default=["persistence", "seasonal_naive", "ridge"],
+        description="Baselines a candidate must beat (strictly) on the gate's window; ridge "
+        "is the linear model with its alpha chosen on the validation split.",
+    )
 
     @model_validator(mode="after")
     def _relative_below_one(self) -> GateSpec:
@@ -183,11 +204,20 @@ class GapSpec(_Strict):
     max_missing: int = Field(
         default=0, ge=0, description="Longest run of consecutive missing steps that may be filled."
     )
+    edges: Literal["error", "fill", "trim"] = Field(
+        default="error",
+        description="Gaps that touch the first or last row, which interpolation cannot fill: "
+        "`error` fails validation; `fill` repeats the nearest known value (at most max_missing "
+        "rows); `trim` drops the rows before the first and after the last complete row. The "
+        "rows affected are reported.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GapSpec:
         if self.fill == "none" and self.max_missing > 0:
             raise ValueError("`max_missing` > 0 needs a `fill` method (ffill or interpolate)")
+        if self.edges == "fill" and self.max_missing == 0:
+            raise ValueError("`edges: fill` needs `max_missing` > 0, the most rows it may fill")
         return self
 
 
@@ -213,6 +243,72 @@ class SplitSpec(_Strict):
         return rows - val - test, val, test
 
 
+Range = tuple[float, float]
+IntRange = tuple[PositiveInt, PositiveInt]
+
+
+class ConvSpec(_Strict):
+    """A causal Conv1D front before the recurrent layers (the classic sunspots model)."""
+
+    filters: PositiveInt = Field(description="Output channels of the convolution.")
+    kernel_size: PositiveInt = Field(default=5, description="Time steps each filter sees.")
+
+
+class SweepSpec(_Strict):
+    """The classic learning-rate sweep: one short fit whose rate grows each epoch from `low` to
+    `high` (LearningRateScheduler); the report plots loss against rate."""
+
+    low: PositiveFloat = 1e-5
+    high: PositiveFloat = 1e-1
+    epochs: PositiveInt = Field(default=30, le=500)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SweepSpec:
+        if self.low >= self.high:
+            raise ValueError(f"`low` must be below `high`. Received: {self.low} >= {self.high}")
+        return self
+
+
+class TuneSpec(_Strict):
+    """A hyperparameter search for one model: `trials` sampled configurations (Optuna's
+    quasi-random Sobol sampler, seeded), each trained as a mapped task and scored on the
+    validation split only; the best one's configuration is the model that is trained, seeded
+    and tested. A range is [low, high], inclusive; a field left out keeps the model's value."""
+
+    trials: int = Field(default=8, ge=0, le=MAX_TRIALS)
+    learning_rate: Range | None = Field(default=None, description="Log-uniform.")
+    units: IntRange | None = Field(default=None, description="Every recurrent layer's units.")
+    dropout: Range | None = None
+    window: IntRange | None = Field(default=None, description="Input time steps.")
+    batch_size: IntRange | None = Field(default=None, description="Log-uniform.")
+    lr_sweep: SweepSpec | None = Field(
+        default=None, description="Also run the learning-rate sweep (a cheap first look)."
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TuneSpec:
+        for name in ("learning_rate", "units", "dropout", "window", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value[0] > value[1]:
+                raise ValueError(f"`{name}` must be [low, high] with low <= high. Received: {value}")
+        if self.learning_rate is not None and self.learning_rate[0] <= 0:
+            raise ValueError(f"`learning_rate` must be > 0. Received: {self.learning_rate}")
+        if self.dropout is not None and not (0 <= self.dropout[0] and self.dropout[1] < 1):
+            raise ValueError(f"`dropout` must lie in [0, 1). Received: {self.dropout}")
+        if self.trials and not self.ranges:
+            raise ValueError(
+                "`trials` > 0 needs at least one range to search (learning_rate, units, "
+                "dropout, window or batch_size)"
+            )
+        return self
+
+    @property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """The searched fields and their [low, high], in a fixed order."""
+        names = ("learning_rate", "units", "dropout", "window", "batch_size")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
 class ModelSpec(_Strict):
     """One recurrent model to train."""
 
@@ -228,6 +324,25 @@ class ModelSpec(_Strict):
     batch_size: PositiveInt = 32
     epochs: PositiveInt = 100
     patience: PositiveInt = 10
+    window: PositiveInt | None = Field(
+        default=None, description="Input time steps of this model; default: the spec's window."
+    )
+    conv: ConvSpec | None = Field(
+        default=None, description="A causal Conv1D front before the recurrent layers."
+    )
+    dense: list[PositiveInt] = Field(
+        default_factory=list, description="Dense (relu) layers between the recurrent layers "
+        "and the output."
+    )
+    seeds: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_SEEDS,
+        description="Train this model with this many seeds (one mapped task each); the "
+        "leaderboard shows each seed, their spread and the ensemble (mean of the seeds' "
+        "forecasts), which is served as one .keras model.",
+    )
+    tune: TuneSpec | None = Field(default=None, description="A hyperparameter search.")
     jit_compile: bool | None = Field(
         default=None,
         description=(
@@ -245,6 +360,22 @@ class ModelSpec(_Strict):
             raise ValueError(f"must match {NAME_PATTERN.pattern}. Received: {quote(value)}")
         return value
 
+    @property
+    def member_names(self) -> list[str]:
+        """The trained units of this model: its name alone, or `<name>-s<k>` for each seed."""
+        if self.seeds == 1:
+            return [str(self.name)]
+        return [f"{self.name}{MEMBER_SEPARATOR}s{k}" for k in range(1, self.seeds + 1)]
+
+    @property
+    def trial_names(self) -> list[str]:
+        """The tuning trials of this model, `<name>-t<k>`, and its sweep `<name>-lr`."""
+        if self.tune is None:
+            return []
+        trials = [f"{self.name}{MEMBER_SEPARATOR}t{k}" for k in range(1, self.tune.trials + 1)]
+        sweep = [f"{self.name}{MEMBER_SEPARATOR}lr"] if self.tune.lr_sweep else []
+        return sweep + trials
+
 
 class PipelineSpec(_Strict):
     """A whole pipeline: data, preparation, models and schedule."""
@@ -252,7 +383,16 @@ class PipelineSpec(_Strict):
     name: str
     description: str = ""
     source: SourceSpec
-    timestamp: str
+    timestamp: str | Annotated[list[str], Field(min_length=1, max_length=6)] = Field(
+        description="The timestamp column, or the columns that make it up: [year, month, day, "
+        "hour] (named after those parts), or e.g. [Date, Time] with `timestamp_format`."
+    )
+    timestamp_format: str | None = Field(
+        default=None,
+        max_length=100,
+        description="strftime format of the timestamp, several columns joined by one space "
+        "(e.g. '%d/%m/%Y %H.%M.%S'); default: ISO 8601 or what pandas infers.",
+    )
     frequency: str
     resample: ResampleSpec | None = None
     target: str
@@ -262,6 +402,13 @@ class PipelineSpec(_Strict):
         description="Unit of the target (e.g. `°C`, `MW`), shown beside every figure in its units.",
     )
     features: list[str] = Field(default_factory=list, description="Inputs; default [target].")
+    calendar: list[Literal["minute", "hour", "dayofweek", "dayofmonth", "dayofyear", "month"]] = (
+        Field(
+            default_factory=list,
+            description="Calendar inputs derived from each input step's timestamp, each as a "
+            "sin and a cos column (cyclic: hour 23 lies next to hour 0).",
+        )
+    )
     gaps: GapSpec = GapSpec()
     split: SplitSpec = SplitSpec()
     scaler: Literal["minmax", "standard"] = "minmax"
@@ -319,7 +466,7 @@ class PipelineSpec(_Strict):
     @field_validator("target")
     @classmethod
     def _target_not_timestamp(cls, value: str, info: ValidationInfo) -> str:
-        if value == info.data.get("timestamp"):
+        if value in _as_list(info.data.get("timestamp")):
             raise ValueError(f"the timestamp column {quote(value)} cannot be the target")
         return value
 
@@ -328,11 +475,37 @@ class PipelineSpec(_Strict):
     def _features(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"`features` lists a column twice: {quote(value)}")
-        timestamp = info.data.get("timestamp")
+        stamps = [c for c in _as_list(info.data.get("timestamp")) if c in value]
         # A target that is the timestamp is reported on `target` (features default to it).
-        if timestamp in value and "target" in info.data:
-            raise ValueError(f"the timestamp column {quote(timestamp)} cannot be a feature")
+        if stamps and "target" in info.data:
+            raise ValueError(f"the timestamp column {quote(stamps[0])} cannot be a feature")
+        derived = [c for c in value if c.startswith(CALENDAR_PREFIX)]
+        if derived:
+            raise ValueError(
+                f"names starting with {CALENDAR_PREFIX!r} are kept for calendar inputs; rename "
+                f"the column(s) {quote(derived)}"
+            )
         return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_columns(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError(f"`timestamp` lists a column twice: {quote(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _calendar_varies(self) -> PipelineSpec:
+        if len(set(self.calendar)) != len(self.calendar):
+            raise ValueError(f"`calendar` lists a component twice: {quote(self.calendar)}")
+        rank = _grid_rank(self.grid_frequency)
+        constant = [c for c in self.calendar if CALENDAR_COMPONENTS[c] < rank]
+        if constant:
+            raise ValueError(
+                f"calendar component(s) {quote(constant)} do not vary on the "
+                f"{self.grid_frequency!r} grid (every row has the same value); drop them"
+            )
+        return self
 
     @field_validator("models")
     @classmethod
@@ -342,6 +515,49 @@ class PipelineSpec(_Strict):
         if duplicates:
             raise ValueError(f"model names must be unique; repeated: {quote(duplicates)}")
         return value
+
+    @property
+    def timestamp_columns(self) -> list[str]:
+        """The source columns that make up the timestamp."""
+        return _as_list(self.timestamp)
+
+    @property
+    def timestamp_name(self) -> str:
+        """The name of the series' time index: the timestamp column, or its columns joined by
+        '+' (`Date+Time`)."""
+        return "+".join(self.timestamp_columns)
+
+    @property
+    def calendar_columns(self) -> list[str]:
+        """The derived calendar inputs: `cal_<component>_sin`, `cal_<component>_cos`."""
+        return [f"{CALENDAR_PREFIX}{c}_{f}" for c in self.calendar for f in ("sin", "cos")]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The model's input columns, in order: the features, then the calendar inputs."""
+        return [*self.features, *self.calendar_columns]
+
+    @property
+    def members(self) -> dict[str, tuple[str, int]]:
+        """Every trained unit: member name -> (model name, seed); one per model and seed."""
+        out = {}
+        for model in self.models:
+            for k, member in enumerate(model.member_names):
+                out[member] = (str(model.name), self.seed + k)
+        return out
+
+    @property
+    def member_names(self) -> list[str]:
+        return list(self.members)
+
+    @property
+    def trials(self) -> dict[str, str]:
+        """Every tuning trial and sweep: trial name -> model name."""
+        return {t: str(m.name) for m in self.models for t in m.trial_names}
+
+    @property
+    def tuned(self) -> bool:
+        return any(m.tune is not None for m in self.models)
 
     @property
     def dag_id(self) -> str:
@@ -356,9 +572,15 @@ class PipelineSpec(_Strict):
         return f"rollback_{self.name}"
 
     @property
-    def columns(self) -> list[str]:
-        """Column order of the scaled array: the features, then the target if not a feature."""
+    def data_columns(self) -> list[str]:
+        """The source's value columns: the features, then the target if not a feature."""
         return [*self.features, *([] if self.target in self.features else [self.target])]
+
+    @property
+    def columns(self) -> list[str]:
+        """Column order of the scaled array: the inputs (features, calendar), then the target
+        if not a feature."""
+        return [*self.input_columns, *([] if self.target in self.features else [self.target])]
 
     @property
     def model_names(self) -> list[str]:
@@ -376,6 +598,21 @@ class PipelineSpec(_Strict):
     def grid_frequency(self) -> str:
         """Frequency of the series the models see (after resampling)."""
         return self.resample.frequency if self.resample else self.frequency
+
+
+CALENDAR_PREFIX = "cal_"
+
+
+def _as_list(timestamp: object) -> list[str]:
+    if isinstance(timestamp, str):
+        return [timestamp]
+    return list(timestamp) if isinstance(timestamp, list) else []
+
+
+def _grid_rank(frequency: str) -> int:
+    """The rank of a pandas offset alias's unit: s=0, min=1, h=2, D/B=3, W=4, M=5, Q=6, Y=7."""
+    unit = re.sub(r"^\d*", "", frequency).split("-")[0]
+    return _UNIT_RANK.get(unit, _UNIT_RANK.get(unit[:1], 0))
 
 
 def _fill_model_names(models: list[object]) -> list[object]:
