@@ -772,3 +772,74 @@ def test_two_files_of_one_pipeline_are_reported_even_when_one_is_broken(tmp_path
     assert load_valid_specs(tmp_path) == []
     [problem] = spec_problems(tmp_path)
     assert "also defines pipeline 'twice'" in problem
+
+
+# --- issue 12: calendar inputs, timestamps in several columns, seeds, searches, gate baselines
+
+
+def test_calendar_inputs_come_after_the_features_and_before_a_separate_target(tmp_path):
+    fields = {**BASE, "features": ["x", "z"], "calendar": ["dayofweek", "dayofyear"]}
+    spec = load_spec(write_spec(tmp_path, fields))
+    calendar = ["cal_dayofweek_sin", "cal_dayofweek_cos", "cal_dayofyear_sin", "cal_dayofyear_cos"]
+    assert spec.calendar_columns == calendar
+    assert spec.input_columns == ["x", "z", *calendar]
+    assert spec.columns == ["x", "z", *calendar, "y"]
+    assert spec.data_columns == ["x", "z", "y"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"calendar": ["hour"]}, "(top level)", "do not vary on the 'D' grid"),
+        ({"calendar": ["month", "month"]}, "(top level)", "twice"),
+        (
+            {"frequency": "h", "resample": {"frequency": "MS"}, "calendar": ["dayofweek"]},
+            "(top level)",
+            "'MS' grid",
+        ),
+        ({"features": ["y", "cal_hour_sin"]}, "features", "kept for calendar inputs"),
+        ({"timestamp": ["date", "date"]}, "timestamp", "twice"),
+        ({"gaps": {"fill": "ffill", "edges": "fill"}}, "gaps", "needs `max_missing` > 0"),
+        ({"models": [{"type": "lstm", "seeds": 0}]}, "models.0.seeds", "greater than or equal"),
+        ({"models": [{"type": "lstm", "seeds": 21}]}, "models.0.seeds", "less than or equal"),
+        ({"gate": {"beat": ["ridge", "arima"]}}, "gate.beat.1", "'persistence'"),
+    ],
+)
+def test_new_fields_that_cannot_work_are_refused_by_name(tmp_path, fields, field, words):
+    message = spec_error(write_spec(tmp_path, {**BASE, **fields}))
+    assert f"field '{field}'" in message and words in message, message
+
+
+def test_calendar_components_allowed_on_an_hourly_grid(tmp_path):
+    fields = {**BASE, "frequency": "h", "calendar": ["hour", "dayofweek", "dayofyear", "month"]}
+    assert len(load_spec(write_spec(tmp_path, fields)).calendar_columns) == 8
+
+
+def test_a_timestamp_in_several_columns_names_the_time_index(tmp_path):
+    fields = {**BASE, "timestamp": ["Date", "Time"], "timestamp_format": "%d/%m/%Y %H.%M.%S"}
+    spec = load_spec(write_spec(tmp_path, fields))
+    assert spec.timestamp_columns == ["Date", "Time"] and spec.timestamp_name == "Date+Time"
+    message = spec_error(write_spec(tmp_path, {**BASE, "timestamp": ["y", "Time"]}))
+    assert "field 'target'" in message and "cannot be the target" in message
+
+
+def test_seeds_and_a_search_name_every_mapped_task(tmp_path):
+    search = {"trials": 3, "learning_rate": [1e-4, 1e-2], "lr_sweep": {}}
+    models = [{"type": "lstm", "seeds": 3, "tune": search}, {"type": "gru"}]
+    spec = load_spec(write_spec(tmp_path, {**BASE, "seed": 7, "models": models}))
+    assert spec.members == {
+        "lstm-s1": ("lstm", 7),
+        "lstm-s2": ("lstm", 8),
+        "lstm-s3": ("lstm", 9),
+        "gru": ("gru", 7),
+    }
+    assert spec.trials == {f"lstm-{t}": "lstm" for t in ("lr", "t1", "t2", "t3")}
+    assert spec.model("lstm").tune.lr_sweep.low == 1e-5  # the sweep's defaults
+
+
+def test_the_gate_beats_ridge_by_default(tmp_path):
+    assert load_spec(write_spec(tmp_path, BASE)).gate.beat == [
+        "persistence",
+        "seasonal_naive",
+        "ridge",
+    ]
