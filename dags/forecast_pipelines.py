@@ -121,7 +121,8 @@ def _fail_at_once():
 
 def _doc(spec: PipelineSpec) -> str:
     models = "\n".join(
-        f"| `{m.name}` | {m.type} | {m.units} | {m.loss} | {m.epochs} | {m.patience} |"
+        f"| `{m.name}` | {m.type} | {m.units} | {m.loss} | {m.epochs} | {m.patience} | {m.seeds} "
+        f"| {m.tune.trials if m.tune else 0} |"
         for m in spec.models
     )
     return f"""
@@ -131,22 +132,25 @@ def _doc(spec: PipelineSpec) -> str:
 
 Spec: `{spec.spec_path}`. Predicts `{spec.target}` {spec.horizon} step(s) ahead from
 {spec.window} steps of {spec.features} (grid `{spec.grid_frequency}`), scored on the test split
-against persistence, seasonal naive (season {spec.season_length}) and ridge, ranked by
-`{spec.metric}` in the data's own units.
+against persistence, seasonal naive (season {spec.season_length}) and ridge (alpha chosen on
+validation), ranked by `{spec.metric}` in the data's own units; the gate requires beating
+{", ".join(spec.gate.beat) or "no baseline"}. Calendar inputs: {spec.calendar or "none"}.
 
-Tasks: ingest -> data_changed -> validate -> split_scale -> window -> train (one mapped task per
-model, pool `{TRAINING_POOL}`) -> evaluate -> gate -> promote -> report.
+Tasks: ingest -> data_changed -> validate -> split_scale -> window -> [plan_trials -> trial (one
+mapped task per trial of a `tune` search, validation split only) -> select] -> train (one mapped
+task per model and seed, pool `{TRAINING_POOL}`) -> evaluate (seeds, ensembles, baselines) ->
+gate -> promote -> report.
 `data_changed` skips the rest when the data and spec equal the last decided run's (conf
 `force: true`, or an explicit `epochs` or `models`, trains anyway); the run's note says why.
 `gate` re-scores the champion on this run's test window beside the best new model; `promote`
 runs only when the candidate beats the champion by the margin ({spec.gate.margin}
-{spec.gate.margin_type}) and beats the naive baselines.
+{spec.gate.margin_type}) and beats the baselines listed above.
 Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`; registry:
 `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/registry/`. Results: the **Forecasts** tab of this DAG
 (leaderboard over runs, registry, forecasts) and the **Report** tab of each run.
 
-| model | type | units | loss | max epochs | patience |
-|---|---|---|---|---|---|
+| model | type | units | loss | max epochs | patience | seeds | search trials |
+|---|---|---|---|---|---|---|---|
 {models}
 
 Trigger with options:
@@ -280,17 +284,53 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         @task(
             pool=TRAINING_POOL,
             queue=spec.training_queue,
-            map_index_template="{{ task.op_kwargs['model_name'] }}",
+            map_index_template="{{ task.op_kwargs['member'] }}",
             execution_timeout=timedelta(hours=2),
         )
-        def train(windowed: dict[str, Any], model_name: str) -> dict[str, Any]:
+        def train(windowed: dict[str, Any], member: str) -> dict[str, Any]:
+            """One model, or one seed of a model (`lstm-s2`)."""
             steps = _steps()
 
             params = get_current_context()["params"]
-            if model_name not in params["models"]:
-                raise AirflowSkipException(f"{model_name} is not in this run's conf 'models'")
+            model = spec.members[member][0]
+            if model not in params["models"]:
+                raise AirflowSkipException(f"{model} is not in this run's conf 'models'")
             with _fail_at_once():
-                return steps.train(windowed["run_dir"], model_name, epochs=params["epochs"])
+                return steps.train(windowed["run_dir"], member, epochs=params["epochs"])
+
+        @task
+        def plan_trials(windowed: dict[str, Any]) -> dict[str, Any]:
+            steps = _steps()
+
+            with _fail_at_once():
+                return steps.plan_trials(windowed["run_dir"])
+
+        @task(
+            pool=TRAINING_POOL,
+            queue=spec.training_queue,
+            map_index_template="{{ task.op_kwargs['name'] }}",
+            execution_timeout=timedelta(hours=2),
+        )
+        def trial(planned: dict[str, Any], name: str) -> dict[str, Any]:
+            """One configuration of the search (`lstm-t3`), or a learning-rate sweep (`lstm-lr`),
+            scored on the validation split."""
+            steps = _steps()
+
+            params = get_current_context()["params"]
+            if spec.trials[name] not in params["models"]:
+                raise AirflowSkipException(
+                    f"{spec.trials[name]} is not in this run's conf 'models'"
+                )
+            with _fail_at_once():
+                return steps.trial(planned["run_dir"], name, epochs=params["epochs"])
+
+        # Runs when some trials failed: their configurations are left out of the choice.
+        @task(trigger_rule="all_done")
+        def select(planned: dict[str, Any], tried: list[dict[str, Any]]) -> dict[str, Any]:
+            steps = _steps()
+
+            with _fail_at_once():
+                return steps.select(planned["run_dir"])
 
         @task(trigger_rule="none_failed_min_one_success", execution_timeout=timedelta(minutes=30))
         def evaluate(windowed: dict[str, Any], trained: list[dict[str, Any]]) -> dict[str, Any]:
@@ -330,7 +370,11 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
         validated = validate(ingested)
         data_changed(ingested) >> validated
         windowed = window(split_scale(validated))
-        trained = train.partial(windowed=windowed).expand(model_name=spec.model_names)
+        if spec.trials:  # a search first: its trials, then the members with the chosen values
+            planned = plan_trials(windowed)
+            tried = trial.partial(planned=planned).expand(name=list(spec.trials))
+            windowed = select(planned, tried)
+        trained = train.partial(windowed=windowed).expand(member=spec.member_names)
         decided = gate(evaluate(windowed, trained))
         promote(decided) >> report(decided)
 

@@ -11,14 +11,41 @@ and a baseline may only read rows up to that origin.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
-from scipy import linalg
 
+# The metrics a leaderboard can be ranked by (the spec's `metric` is one of them).
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
-KINDS = ("model", "baseline")
+# Scored and shown beside them, never ranked by: over a multi-step horizon MASE's one-step scale
+# flatters the naive forecast it is measured against, the seasonal scale does not.
+EXTRA_METRICS = ("mase_seasonal",)
+KINDS = ("model", "ensemble", "seed", "baseline")
+# Leaderboard columns from a score's "per_step": column -> the metric listed per step.
+STEP_COLUMNS = {"mae_by_step": "mae", "rmse_by_step": "rmse"}
+# Entry fields a leaderboard row carries through when present (seeds, ensembles, tuning, ridge).
+CARRIED = ("spread", "members", "of", "seed", "alpha", "trial")
+# What each figure means, in one line, shown beside the figures in the report and the pages.
+EXPLAIN = {
+    "mae": "mean absolute error, in the target's units: the typical size of a miss",
+    "rmse": "root mean squared error, in the target's units: like MAE, but large misses weigh more",
+    "mape": "mean absolute percentage error, over the points whose actual value is not ~0",
+    "smape": "symmetric percentage error, 200 |actual - forecast| / (|actual| + |forecast|) "
+    "averaged: 0 to 200",
+    "mase": "MAE over the training split's one-step naive MAE: below 1 beats a one-step naive "
+    "forecast made in-sample",
+    "mase_seasonal": "MAE over the training split's seasonal naive MAE (lag = season_length): "
+    "below 1 beats the seasonal naive in-sample",
+    "per_step": "MAE and RMSE of each forecast step, 1 = the first step after the origin",
+    "spread": "sample standard deviation of the figure over the seeds or members behind a row: "
+    "a gap between rows smaller than it may be chance",
+}
+# The ridge baseline's penalties, tried on the validation split: 1e-4 (close to least squares)
+# to 1e4 (a penalty that outweighs thousands of scaled samples), one per decade.
+ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-4, 5))
 
 
 def mae(y: np.ndarray, p: np.ndarray) -> float:
@@ -88,22 +115,63 @@ def naive_scale(train_target: np.ndarray, *, lag: int = 1) -> float:
     return float(np.mean(np.abs(y[lag:] - y[:-lag])))
 
 
-def score(y: np.ndarray, p: np.ndarray, *, scale: float | None) -> dict[str, float | None]:
-    """Every metric in `METRICS` for one forecast, keyed by name; None where it has no value.
+def score(
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    scale: float | None,
+    seasonal_scale: float | None = None,
+) -> dict[str, Any]:
+    """Every metric of one forecast, keyed by name; None where it has no value.
 
-    A forecast with a NaN or inf (a diverged model) scores None throughout, so the gate refuses
-    it; the record is strict JSON as it is.
+    Args:
+        y, p: (samples, horizon) actual values and forecasts in the data's units, or
+            (samples,) for one step.
+        scale: the MASE denominator, `naive_scale(train)`.
+        seasonal_scale: the "mase_seasonal" denominator, `naive_scale(train, lag=season)`;
+            None (the default) when it has no value.
+
+    Returns:
+        Every metric in `METRICS`, then "mase_seasonal", then "per_step": {"mae": [...],
+        "rmse": [...]} with one figure per forecast step (column). A forecast with a NaN or
+        inf (a diverged model) scores None throughout, per step too, so the gate refuses it;
+        the record is strict JSON as it is.
+
+    Raises:
+        ValueError: on shapes that differ, are empty or have more than 2 dimensions.
     """
-    y, p = _flat_pair(y, p)
-    if not np.isfinite(p).all():
-        return dict.fromkeys(METRICS)
+    y2, p2 = _step_pair(y, p)  # [samples, horizon]
+    if not np.isfinite(p2).all():
+        nothing = [None] * y2.shape[1]
+        return {
+            **dict.fromkeys((*METRICS, *EXTRA_METRICS)),
+            "per_step": {"mae": nothing, "rmse": list(nothing)},
+        }
+    errors = y2 - p2  # [samples, horizon]
+    with np.errstate(over="ignore"):  # an overflowing square is inf: the step has no value
+        step_rmse = np.sqrt(np.mean(np.square(errors), axis=0))
     return {
-        "mae": _value(mae(y, p)),
-        "rmse": _value(rmse(y, p)),
-        "mape": _value(mape(y, p)),
-        "smape": _value(smape(y, p)),
-        "mase": _value(mase(y, p, scale=scale)),
+        "mae": _value(mae(y2, p2)),
+        "rmse": _value(rmse(y2, p2)),
+        "mape": _value(mape(y2, p2)),
+        "smape": _value(smape(y2, p2)),
+        "mase": _value(mase(y2, p2, scale=scale)),
+        "mase_seasonal": _value(mase(y2, p2, scale=seasonal_scale)),
+        "per_step": {
+            "mae": [_value(v) for v in np.mean(np.abs(errors), axis=0)],
+            "rmse": [_value(v) for v in step_rmse],
+        },
     }
+
+
+def spread(values: Iterable[float | None]) -> float | None:
+    """The sample standard deviation (ddof=1) of the finite values, e.g. one metric over seeds;
+    None, nan and inf are left out, and with fewer than 2 left there is no spread: None."""
+    array = np.array([v for v in values if v is not None], dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if array.size < 2:
+        return None
+    return _value(np.std(array, ddof=1))
 
 
 def persistence(series: np.ndarray, target_rows: np.ndarray, *, horizon: int) -> np.ndarray:
@@ -172,6 +240,210 @@ def seasonal_naive(
     return series[rows].astype(np.float64)
 
 
+@dataclass(frozen=True)
+class RidgeNormal:
+    """Ridge regression's centred normal equations, accumulated once and solved for any alpha.
+
+    Built by `ridge_fit`. The centred Gram matrix is diagonalised once (on first use), so each
+    alpha costs two (width, width) x (width, horizon) products rather than a new factorisation.
+    """
+
+    gram: np.ndarray  # [width, width], Xc'Xc with Xc the centred flattened windows
+    cross: np.ndarray  # [width, horizon], Xc'yc
+    mean_x: np.ndarray  # [width]
+    mean_y: np.ndarray  # [horizon]
+    samples: int
+    window: tuple[int, int]  # (timesteps, features) of the training windows
+
+    @cached_property
+    def _eigen(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values, vectors = np.linalg.eigh(self.gram)  # gram = V diag(values) V'
+        # Xc'Xc is positive semi-definite: a negative eigenvalue is rounding, and is 0.
+        values = np.maximum(values, 0.0)
+        return values, vectors, vectors.T @ self.cross  # [width], [width, width], [width, horizon]
+
+    def solve(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """The coefficients for one penalty: (Xc'Xc + alpha I) coef = Xc'yc.
+
+        Directions whose eigenvalue plus `alpha` is at rounding level are left out (numpy's
+        `pinv` rule), so alpha=0 gives the minimum-norm least-squares fit instead of inf.
+
+        Returns:
+            coef (width, horizon) and intercept (horizon,), in y's units.
+
+        Raises:
+            ValueError: on a negative or non-finite `alpha`.
+        """
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"`alpha` must be a finite number >= 0. Received: alpha={alpha}")
+        values, vectors, projected = self._eigen
+        denom = values + alpha
+        floor = max(float(denom.max(initial=0.0)), 0.0) * denom.size * np.finfo(np.float64).eps
+        inverse = np.divide(1.0, denom, out=np.zeros_like(denom), where=denom > floor)
+        coef = vectors @ (inverse[:, None] * projected)  # [width, horizon]
+        return coef, self.mean_y - self.mean_x @ coef
+
+    def predict(self, x: np.ndarray, alpha: float, *, batch_size: int = 32_768) -> np.ndarray:
+        """Forecasts for windows `x`: (samples, timesteps, features), views are fine.
+
+        Returns:
+            (samples, horizon) forecasts in the training target's (scaled) units.
+
+        Raises:
+            ValueError: on windows shaped unlike the training ones, or a bad `alpha`.
+        """
+        self._check(x, "x")
+        coef, intercept = self.solve(alpha)
+        out = np.empty((x.shape[0], coef.shape[1]))
+        for start, xb in _flat_batches(x, batch_size):
+            out[start : start + xb.shape[0]] = xb @ coef + intercept
+        return out
+
+    def _check(self, x: np.ndarray, name: str) -> None:
+        if x.ndim != 3 or x.shape[1:] != self.window:
+            raise ValueError(
+                f"`{name}` must be 3D (samples, timesteps, features) with the training windows' "
+                f"timesteps and features {self.window}. Received: shape={x.shape}"
+            )
+
+
+@dataclass(frozen=True)
+class RidgeResult:
+    """The ridge baseline with its alpha chosen on the validation split (see `ridge_select`)."""
+
+    predictions: np.ndarray  # [test_samples, horizon], y's scaled units
+    alpha: float
+    alphas: tuple[float, ...]
+    val_mae: tuple[float | None, ...]  # one per alpha, y's scaled units; None without a value
+
+    @property
+    def validation(self) -> dict[str, float | None]:
+        """Each alpha's validation MAE as a JSON object, keyed by the alpha written "%g"
+        ("0.0001", "1", "10000")."""
+        return {f"{a:g}": mae for a, mae in zip(self.alphas, self.val_mae, strict=True)}
+
+    def to_json(self) -> dict[str, Any]:
+        """The choice and every alpha's validation MAE, for metrics.json (no predictions)."""
+        return {"alpha": self.alpha, "validation_mae": self.validation}
+
+
+def ridge_fit(x_train: np.ndarray, y_train: np.ndarray, *, batch_size: int = 32_768) -> RidgeNormal:
+    """Accumulate ridge regression's normal equations (with intercept) on flattened windows.
+
+    The same solution as scikit-learn's `Ridge(alpha)` for every alpha, computed from sums
+    accumulated over batches gathered from the window views: memory stays at one batch plus a
+    (timesteps * features)^2 matrix, where `Ridge` would need the flattened windows whole (and
+    a centred copy), 4 GB at 2 million rows of 48 x 8 windows.
+
+    Args:
+        x_train: (samples, timesteps, features) training windows, scaled; views are fine.
+        y_train: (samples, horizon) training targets, scaled.
+        batch_size: windows flattened at a time.
+
+    Returns:
+        The normal equations; `solve(alpha)` and `predict(x, alpha)` on them.
+
+    Raises:
+        ValueError: on bad shapes or no windows.
+    """
+    if x_train.ndim != 3 or x_train.shape[0] == 0:
+        raise ValueError(
+            "`x_train` must be 3D (samples, timesteps, features) with at least one sample. "
+            f"Received: shape={x_train.shape}"
+        )
+    if y_train.ndim != 2 or y_train.shape[0] != x_train.shape[0]:
+        raise ValueError(
+            f"`y_train` must be (samples, horizon) with {x_train.shape[0]} samples. "
+            f"Received: shape={y_train.shape}"
+        )
+    samples, width, horizon = (
+        x_train.shape[0],
+        x_train.shape[1] * x_train.shape[2],
+        y_train.shape[1],
+    )
+    gram, cross = np.zeros((width, width)), np.zeros((width, horizon))
+    sum_x, sum_y = np.zeros(width), np.zeros(horizon)
+    for start, xb in _flat_batches(x_train, batch_size):
+        yb = np.asarray(y_train[start : start + xb.shape[0]], dtype=np.float64)  # [B, horizon]
+        gram += xb.T @ xb
+        cross += xb.T @ yb
+        sum_x += xb.sum(axis=0)
+        sum_y += yb.sum(axis=0)
+    mean_x, mean_y = sum_x / samples, sum_y / samples
+    # Centred sums: Xc'Xc = X'X - n mx mx', Xc'yc = X'y - n mx my'; the intercept from the means.
+    gram -= samples * np.outer(mean_x, mean_x)
+    cross -= samples * np.outer(mean_x, mean_y)
+    return RidgeNormal(gram, cross, mean_x, mean_y, samples, x_train.shape[1:])
+
+
+def ridge_select(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    alphas: Iterable[float] = ALPHAS,
+    batch_size: int = 32_768,
+) -> RidgeResult:
+    """The ridge baseline with its penalty chosen on the validation split, then forecast.
+
+    Fits once on the training windows (`ridge_fit`), scores every alpha's forecasts of the
+    validation windows by MAE and keeps the lowest; ties (to 1e-12 relative, rounding) go to the
+    larger alpha, the simpler model. The test windows are only forecast, after the choice.
+    MAE is taken in y's scaled units: the scalers are affine per column, so it is the original
+    units' MAE times one positive factor and ranks the alphas the same.
+
+    Args:
+        x_train, x_val, x_test: (samples, timesteps, features) windows, scaled; views are fine.
+        y_train, y_val: (samples, horizon) targets of the training and validation windows.
+        alphas: the penalties to try, each finite and >= 0; `ALPHAS` by default.
+        batch_size: windows flattened at a time.
+
+    Returns:
+        The test forecasts (test_samples, horizon) in y's scaled units, the chosen alpha and
+        every alpha's validation MAE.
+
+    Raises:
+        ValueError: on bad shapes, no alphas or validation windows, or when no alpha has a
+            finite validation MAE.
+    """
+    for name, x in (("x_val", x_val), ("x_test", x_test)):
+        _check_like_train(x_train, name, x)
+    normal = ridge_fit(x_train, y_train, batch_size=batch_size)
+    horizon = y_train.shape[1]
+    if y_val.shape != (x_val.shape[0], horizon) or x_val.shape[0] == 0:
+        raise ValueError(
+            f"`y_val` must be (samples, horizon) = ({x_val.shape[0]}, {horizon}), at least one "
+            f"sample. Received: shape={y_val.shape}"
+        )
+    alphas = tuple(float(a) for a in alphas)
+    if not alphas:
+        raise ValueError("`alphas` must hold at least one penalty. Received: alphas=()")
+    solved = [normal.solve(a) for a in alphas]  # raises on a bad alpha
+    coef = np.concatenate([c for c, _ in solved], axis=1)  # [width, alphas * horizon]
+    intercept = np.concatenate([b for _, b in solved])  # [alphas * horizon]
+    total = np.zeros(len(alphas))
+    with np.errstate(over="ignore", invalid="ignore"):  # a blown-up alpha has no value
+        for start, xb in _flat_batches(x_val, batch_size):
+            pb = (xb @ coef + intercept).reshape(xb.shape[0], len(alphas), horizon)
+            yb = np.asarray(y_val[start : start + xb.shape[0]], dtype=np.float64)
+            total += np.abs(pb - yb[:, None, :]).sum(axis=(0, 2))  # [alphas]
+    errors = total / y_val.size
+    finite = np.isfinite(errors)
+    if not finite.any():
+        raise ValueError(f"no alpha has a finite validation MAE. Received: alphas={alphas}")
+    best = errors[finite].min()
+    tied = finite & np.isclose(errors, best, rtol=1e-12, atol=0.0)
+    alpha = max(a for a, t in zip(alphas, tied, strict=True) if t)
+    return RidgeResult(
+        predictions=normal.predict(x_test, alpha, batch_size=batch_size),
+        alpha=alpha,
+        alphas=alphas,
+        val_mae=tuple(_value(e) for e in errors),
+    )
+
+
 def ridge_forecast(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -180,12 +452,7 @@ def ridge_forecast(
     alpha: float = 1.0,
     batch_size: int = 32_768,
 ) -> np.ndarray:
-    """A linear baseline: ridge regression (with intercept) on flattened input windows.
-
-    The same solution as scikit-learn's `Ridge(alpha)`, computed from the normal equations
-    accumulated over batches gathered from the window views: memory stays at one batch plus a
-    (timesteps * features)^2 matrix, where `Ridge` would need the flattened windows whole (and
-    a centred copy), 4 GB at 2 million rows of 48 x 8 windows.
+    """A linear baseline with a fixed penalty: `ridge_fit(...).predict(x_test, alpha)`.
 
     Args:
         x_train: (samples, timesteps, features) training windows, scaled; views are fine.
@@ -200,50 +467,24 @@ def ridge_forecast(
     Raises:
         ValueError: on mismatched shapes.
     """
-    if x_train.ndim != 3 or x_test.ndim != 3 or x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
-            "`x_train` and `x_test` must be 3D (samples, timesteps, features) with equal "
-            f"timesteps and features. Received: {x_train.shape} and {x_test.shape}"
-        )
-    if y_train.ndim != 2 or y_train.shape[0] != x_train.shape[0]:
-        raise ValueError(
-            f"`y_train` must be (samples, horizon) with {x_train.shape[0]} samples. "
-            f"Received: shape={y_train.shape}"
-        )
-    samples, width = x_train.shape[0], x_train.shape[1] * x_train.shape[2]
-    gram, cross = np.zeros((width, width)), np.zeros((width, y_train.shape[1]))
-    sum_x, sum_y = np.zeros(width), np.zeros(y_train.shape[1])
-    for start in range(0, samples, batch_size):
-        xb = np.asarray(x_train[start : start + batch_size], dtype=np.float64).reshape(-1, width)
-        yb = np.asarray(y_train[start : start + batch_size], dtype=np.float64)
-        gram += xb.T @ xb
-        cross += xb.T @ yb
-        sum_x += xb.sum(axis=0)
-        sum_y += yb.sum(axis=0)
-    mean_x, mean_y = sum_x / samples, sum_y / samples
-    # Centred normal equations: (Xc'Xc + alpha I) w = Xc'yc, the intercept from the means.
-    gram -= samples * np.outer(mean_x, mean_x)
-    gram[np.diag_indices_from(gram)] += alpha
-    coef = linalg.solve(gram, cross - samples * np.outer(mean_x, mean_y), assume_a="pos")
-    intercept = mean_y - mean_x @ coef
-    out = np.empty((x_test.shape[0], y_train.shape[1]))
-    for start in range(0, x_test.shape[0], batch_size):
-        xb = np.asarray(x_test[start : start + batch_size], dtype=np.float64).reshape(-1, width)
-        out[start : start + batch_size] = xb @ coef + intercept
-    return out
+    _check_like_train(x_train, "x_test", x_test)
+    normal = ridge_fit(x_train, y_train, batch_size=batch_size)
+    return normal.predict(x_test, alpha, batch_size=batch_size)
 
 
 def leaderboard(scores: Mapping[str, Mapping[str, Any]], *, metric: str) -> list[dict[str, Any]]:
-    """Rank models and baselines by one metric, lower is better.
+    """Rank models, ensembles, seeds and baselines by one metric, lower is better.
 
     Args:
-        scores: name -> {"kind": "model" | "baseline", <metric>: float | None, ...}.
+        scores: name -> {"kind": one of `KINDS`, <metric>: float | None, ..., and optionally
+            "mase_seasonal", "per_step" (as `score` gives them) and the `CARRIED` fields}.
         metric: the metric to rank by, one of `METRICS`.
 
     Returns:
-        Rows {"rank", "name", "kind", <every metric in METRICS>} sorted ascending by `metric`,
-        ties broken by name. A metric that is missing, None, nan or inf has no value: None in
-        the row, ranked last.
+        Rows {"rank", "name", "kind", <every metric in METRICS>, "mase_seasonal",
+        "mae_by_step", "rmse_by_step", <each CARRIED field the entry has>} sorted ascending by
+        `metric`, ties broken by name. A metric that is missing, None, nan or inf has no value:
+        None in the row, ranked last; a "*_by_step" column is None without a "per_step".
 
     Raises:
         ValueError: on an unknown `metric` or `kind`.
@@ -256,8 +497,19 @@ def leaderboard(scores: Mapping[str, Mapping[str, Any]], *, metric: str) -> list
             raise ValueError(
                 f"entry {name!r} must have kind in {KINDS}. Received: kind={entry.get('kind')!r}"
             )
-        values = {m: _value(entry.get(m)) for m in METRICS}
-        rows.append({"name": name, "kind": entry["kind"], **values})
+        per_step = entry.get("per_step") or {}
+        rows.append(
+            {
+                "name": name,
+                "kind": entry["kind"],
+                **{m: _value(entry.get(m)) for m in (*METRICS, *EXTRA_METRICS)},
+                **{
+                    column: _plain(entry.get(column, per_step.get(step)))
+                    for column, step in STEP_COLUMNS.items()
+                },
+                **{key: _plain(entry[key]) for key in CARRIED if key in entry},
+            }
+        )
     rows.sort(key=lambda row: (row[metric] is None, row[metric] or 0.0, row["name"]))
     return [{"rank": rank, **row} for rank, row in enumerate(rows, start=1)]
 
@@ -268,6 +520,49 @@ def _value(metric: float | None) -> float | None:
         return None
     metric = float(metric)
     return metric if math.isfinite(metric) else None
+
+
+def _plain(value: Any) -> Any:
+    """`value` as plain JSON: numpy scalars and arrays as Python ones, nan and inf as None."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    return _value(value) if isinstance(value, float) else value
+
+
+def _check_like_train(x_train: np.ndarray, name: str, x: np.ndarray) -> None:
+    """Windows to forecast must be shaped like the training windows."""
+    if x_train.ndim != 3 or x.ndim != 3 or x_train.shape[1:] != x.shape[1:]:
+        raise ValueError(
+            f"`x_train` and `{name}` must be 3D (samples, timesteps, features) with equal "
+            f"timesteps and features. Received: {x_train.shape} and {x.shape}"
+        )
+
+
+def _flat_batches(x: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, windows[start : start + batch_size] flattened to float64 [B, timesteps * features])
+    over `x` (samples, timesteps, features); gathers one batch at a time from a view."""
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be > 0. Received: batch_size={batch_size}")
+    width = x.shape[1] * x.shape[2]
+    for start in range(0, x.shape[0], batch_size):
+        yield start, np.asarray(x[start : start + batch_size], dtype=np.float64).reshape(-1, width)
+
+
+def _step_pair(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays as float64 (samples, horizon), a 1D pair as one step, after `_flat_pair`'s
+    checks."""
+    shape = np.shape(y)
+    flat_y, flat_p = _flat_pair(y, p)
+    if len(shape) > 2:
+        raise ValueError(
+            f"`y` and `p` must be (samples, horizon) or (samples,). Received: shape={shape}"
+        )
+    steps = shape[1] if len(shape) == 2 else 1
+    return flat_y.reshape(-1, steps), flat_p.reshape(-1, steps)
 
 
 def _flat_pair(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,12 @@ wins, so a corrected re-delivery named after the original replaces its rows). Fi
 starts with `.` or `_` are ignored, so a writer can land a file atomically (write `.x.tmp`, then
 rename) and markers such as `_SUCCESS` are skipped.
 
+A timestamp made of several columns (`timestamp: [year, month, day, hour]`, or `[Date, Time]`)
+is combined in each file into one column named `spec.timestamp_name` (`year+month+day+hour`,
+`Date+Time`), placed first: date parts become ISO 8601 text (`2014-03-09T05:00:00`), checked
+here as whole numbers in range; other columns are joined with one space, as text, for validate to
+parse with `timestamp_format`.
+
 Every file read lies, symlinks resolved, under the spec's folder or a folder in
 FRESHCAST_DATA_ROOTS (see `freshcast.spec`); an empty file (no bytes, or a header and no rows) is
 an error that names it, as it is more likely a failed delivery than a partition without data.
@@ -88,14 +94,20 @@ def source_files(spec: PipelineSpec) -> list[Path]:
     return [path.resolve() for path in matches]
 
 
-def read_file(path: Path, columns: list[str]) -> pd.DataFrame:
+def read_file(path: Path, columns: list[str], *, text: list[str] | None = None) -> pd.DataFrame:
     """Read one CSV or Parquet file, only `columns` where present; timestamps stay unparsed.
+
+    Args:
+        path: the file.
+        columns: the columns to keep, where present.
+        text: columns read from a CSV as text (default: `columns[0]`, the timestamp).
 
     Raises:
         SourceError: naming the file: it cannot be read, a CSV is not UTF-8 (with the line and
             byte offset), or it is empty (no bytes, or a header and no rows).
     """
     csv = path.suffix.lower() == ".csv"
+    text = columns[:1] if text is None else text
     try:
         if path.stat().st_size == 0:
             raise SourceError(
@@ -104,8 +116,9 @@ def read_file(path: Path, columns: list[str]) -> pd.DataFrame:
         if csv:
             header = pd.read_csv(path, nrows=0).columns
             usecols = [c for c in columns if c in header] or None
-            # dtype=str for the timestamp keeps the text for validate's messages.
-            frame = pd.read_csv(path, usecols=usecols, dtype={columns[0]: str})
+            # The timestamp as text: validate's messages show it as written, and "09" stays
+            # "09" when it is joined with another column.
+            frame = pd.read_csv(path, usecols=usecols, dtype={c: str for c in text if c in header})
         else:
             frame = pd.read_parquet(path)
             frame = frame[[c for c in columns if c in frame.columns]]
@@ -171,23 +184,37 @@ def load_source(
         files: the source's files when the caller already listed them (`source_files`).
 
     Returns:
-        (rows, 1 + columns) frame: the timestamp column first, then the spec's columns found.
-        Rows whose timestamp cannot be parsed are kept so validate can report them.
+        (rows, 1 + columns) frame: the timestamp column `spec.timestamp_name` first (several
+        timestamp columns combined into it, see `join_timestamp`), then the spec's
+        `data_columns` found. Rows whose timestamp cannot be parsed are kept so validate can
+        report them.
+
+    Raises:
+        SourceError: as `source_files` and `read_file`, and as `join_timestamp` for a
+            timestamp of several columns (a file lacks one, a date part is not a whole number
+            in range).
     """
-    wanted = [spec.timestamp, *spec.columns]
-    frames = [read_file(path, wanted) for path in files or source_files(spec)]
+    name = spec.timestamp_name
+    wanted = [*spec.timestamp_columns, *spec.data_columns]
+    frames = [
+        join_timestamp(read_file(path, wanted, text=spec.timestamp_columns), spec, source=path)
+        for path in files or source_files(spec)
+    ]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame = frame[[c for c in wanted if c in frame.columns]]
-    if len(frames) > 1 and spec.timestamp in frame.columns:
-        frame = combine_partitions(frame, spec.timestamp, keep=spec.source.duplicates)
-    if cutoff is not None and spec.timestamp in frame.columns:
-        stamps = to_utc(frame[spec.timestamp], errors="coerce")
+    frame = frame[[c for c in [name, *spec.data_columns] if c in frame.columns]]
+    form = timestamp_format(spec)
+    if len(frames) > 1 and name in frame.columns:
+        frame = combine_partitions(frame, name, keep=spec.source.duplicates, format=form)
+    if cutoff is not None and name in frame.columns:
+        stamps = to_utc(frame[name], format=form, errors="coerce")
         keep = stamps.isna() | (stamps <= pd.Timestamp(cutoff).tz_convert("UTC"))
         frame = frame.loc[keep.to_numpy()].reset_index(drop=True)
     return frame
 
 
-def combine_partitions(frame: pd.DataFrame, timestamp: str, *, keep: str) -> pd.DataFrame:
+def combine_partitions(
+    frame: pd.DataFrame, timestamp: str, *, keep: str, format: str | None = None
+) -> pd.DataFrame:
     """Rows of several files in read order -> rows ordered by time, one per timestamp.
 
     Args:
@@ -195,18 +222,155 @@ def combine_partitions(frame: pd.DataFrame, timestamp: str, *, keep: str) -> pd.
         timestamp: the timestamp column (unparsed text or datetimes).
         keep: "last" or "first" keeps that row of each duplicated timestamp; "error" keeps
             every row, so validate reports the duplicate with its row numbers.
+        format: the timestamps' strftime format (`timestamp_format`); None: ISO 8601 or what
+            pandas infers.
 
     Returns:
         The rows sorted by timestamp (stable, so equal stamps keep read order), duplicates
         resolved; rows whose timestamp cannot be parsed are kept at the end for validate.
     """
-    stamps = to_utc(frame[timestamp], errors="coerce")
+    stamps = to_utc(frame[timestamp], format=format, errors="coerce")
     order = np.argsort(stamps.to_numpy(dtype="datetime64[ns]"), kind="stable")  # NaT last
     frame, stamps = frame.iloc[order], stamps.iloc[order]
     if keep != "error":
         duplicated = stamps.duplicated(keep=keep).to_numpy() & stamps.notna().to_numpy()
         frame = frame.loc[~duplicated] if duplicated.any() else frame
     return frame.reset_index(drop=True)
+
+
+# Date parts a timestamp may be made of, in order, with their ranges (a day's depends on the
+# month) and the value a part left out takes.
+TIMESTAMP_PARTS = {
+    "year": (1, 9999, 1),
+    "month": (1, 12, 1),
+    "day": (1, 31, 1),
+    "hour": (0, 23, 0),
+    "minute": (0, 59, 0),
+    "second": (0, 59, 0),
+}
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def timestamp_parts(spec: PipelineSpec) -> dict[str, str] | None:
+    """{part: column} when the spec's timestamp is several date-part columns, else None.
+
+    A timestamp of several columns is made of date parts when every column is named after one
+    of TIMESTAMP_PARTS (year, month, day, hour, minute, second; any case), e.g. [Year, Month,
+    Day, Hour]; otherwise its columns are text to join (e.g. [Date, Time]).
+
+    Raises:
+        SourceError: naming the spec field: a part twice, parts that skip one (year, day
+            without month) or lack the year, or `timestamp_format` set for date parts.
+    """
+    columns = spec.timestamp_columns
+    if len(columns) < 2 or any(c.lower() not in TIMESTAMP_PARTS for c in columns):
+        return None
+    parts = {c.lower(): c for c in columns}
+    where = f"{spec.spec_path or f'pipeline {spec.name!r}'}: field 'timestamp'"
+    if len(parts) < len(columns):
+        raise SourceError(f"{where} names a date part twice: {quote(columns)}; list each part once")
+    order = list(TIMESTAMP_PARTS)
+    wanted = order[: max(order.index(p) for p in parts) + 1]
+    if skipped := [p for p in wanted if p not in parts]:
+        raise SourceError(
+            f"{where}: the date parts {quote(columns)} skip {skipped}; a timestamp of date "
+            f"parts names them in order from the year ({', '.join(wanted)}). Add the column(s)."
+        )
+    if spec.timestamp_format is not None:
+        raise SourceError(
+            f"{where}: the date parts {quote(columns)} are combined as ISO 8601, so "
+            f"`timestamp_format` ({quote(spec.timestamp_format)}) does not apply; remove it"
+        )
+    return parts
+
+
+def timestamp_format(spec: PipelineSpec) -> str | None:
+    """The strftime format of the timestamp column after `join_timestamp`: the spec's
+    `timestamp_format`, or None (ISO 8601) for date parts."""
+    return None if timestamp_parts(spec) else spec.timestamp_format
+
+
+def join_timestamp(frame: pd.DataFrame, spec: PipelineSpec, *, source: object) -> pd.DataFrame:
+    """Several timestamp columns -> one column named `spec.timestamp_name`, placed first.
+
+    Date parts (see `timestamp_parts`) become ISO 8601 text, `2014-03-09T05:00:00`, a part
+    left out taking its first value (month and day 1, hour, minute and second 0); other
+    columns are joined, as text, with one space (`10/03/2004 18.00.00`), and a row missing any
+    of them gets no timestamp, for validate to report. A one-column timestamp is left as it is.
+
+    Args:
+        frame: (rows, columns) one file's rows as read, the timestamp columns among them.
+        spec: the pipeline spec.
+        source: the file, for messages.
+
+    Returns:
+        (rows, columns - len(spec.timestamp_columns) + 1): the combined column, then the other
+        columns; `frame` itself for a one-column timestamp.
+
+    Raises:
+        SourceError: naming the file: a timestamp column is missing, or a date part is empty,
+            not a whole number, or out of range (with the column, the row and the value).
+    """
+    columns = spec.timestamp_columns
+    if len(columns) == 1:
+        return frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SourceError(
+            f"{source}: column {missing[0]!r} (spec field 'timestamp') is missing; the file "
+            f"has {clip(str(list(frame.columns)))}. Fix the spec field or the file's header."
+        )
+    parts = timestamp_parts(spec)
+    if parts is None:
+        text = [frame[c].astype("string") for c in columns]
+        joined = text[0].str.cat(text[1:], sep=" ")  # <NA> where any part is missing
+        stamps = joined.astype(object).where(joined.notna(), None)
+    else:
+        stamps = pd.Series(_iso_from_parts(frame, parts, source), index=frame.index)
+    rest = frame.drop(columns=columns)
+    return pd.concat([stamps.rename(spec.timestamp_name), rest], axis=1)
+
+
+def _iso_from_parts(frame: pd.DataFrame, parts: dict[str, str], source: object) -> np.ndarray:
+    """(rows,) ISO 8601 text from date-part columns, each checked: a whole number in range."""
+    values = {}
+    for part, (low, high, default) in TIMESTAMP_PARTS.items():
+        if part not in parts:
+            values[part] = np.full(len(frame), default, dtype=np.int64)
+            continue
+        column = frame[parts[part]]
+        numbers = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+        whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+        if part == "day":  # the month's length; year and month are checked already
+            year, month = values["year"], values["month"]
+            leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+            high = _DAYS_IN_MONTH[month - 1] + ((month == 2) & leap)
+        bad = np.flatnonzero(~whole | (numbers < low) | (numbers > high))
+        if bad.size:
+            i = int(bad[0])
+            value = column.iloc[i]
+            if pd.isna(value):
+                what = "is empty"
+            elif not whole[i]:
+                what = f"{quote(value)} is not a whole number"
+            else:
+                what = f"{quote(value)} is out of range {low}..{high if part != 'day' else high[i]}"
+            raise SourceError(
+                f"{source}: column {parts[part]!r} ({part}), row {i + 1}: {what} ({bad.size} "
+                f"such row(s)). A {part} must be a whole number from {low} to "
+                f"{'the days in its month' if part == 'day' else high}; fix the data."
+            )
+        values[part] = numbers.astype(np.int64)
+    stamps = (values["year"] - 1970).astype("datetime64[Y]").astype("datetime64[M]")
+    stamps = stamps + (values["month"] - 1).astype("timedelta64[M]")
+    stamps = (
+        stamps.astype("datetime64[s]")
+        + (values["day"] - 1).astype("timedelta64[D]")
+        + values["hour"].astype("timedelta64[h]")
+        + values["minute"].astype("timedelta64[m]")
+        + values["second"].astype("timedelta64[s]")
+    )
+    return np.datetime_as_string(stamps, unit="s").astype(object)
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -217,8 +381,20 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def to_utc(values: pd.Series, *, errors: str = "raise") -> pd.Series:
-    """Parse timestamps to UTC; naive ones are taken as UTC. ISO 8601 first, as it is fast."""
+def to_utc(values: pd.Series, *, format: str | None = None, errors: str = "raise") -> pd.Series:
+    """Parse timestamps to UTC; naive ones are taken as UTC.
+
+    Args:
+        values: (rows,) timestamps as text or datetimes.
+        format: strftime format of the text (the spec's `timestamp_format`); None tries ISO
+            8601 first, as it is fast, then what pandas infers row by row.
+        errors: "raise", or "coerce" to NaT what does not parse.
+
+    Returns:
+        (rows,) tz-aware UTC datetimes on `values`' index.
+    """
+    if format is not None:
+        return pd.to_datetime(values, utc=True, format=format, errors=errors)
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError):

@@ -278,7 +278,9 @@ def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]
         decision = _decision(spec, root / folder, promotions, metrics)
         written = read_json(root / folder / "evaluate" / MANIFEST).get("written_at", "")
         metric = metrics["metric"]
-        scores = {name: s.get(metric) for name, s in metrics["scores"].items()}
+        # One line per model, ensemble and baseline; an ensemble's seeds stay in the run report.
+        shown = {n: s for n, s in metrics["scores"].items() if s["kind"] != "seed"}
+        scores = {name: s.get(metric) for name, s in shown.items()}
         champion_score = None
         if decision:
             held = [s.get(metric) for s in decision["scores"].values() if s["role"] == "champion"]
@@ -291,7 +293,7 @@ def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]
                 "metric": metric,
                 "unit": metrics.get("unit", spec.unit),
                 "decimals": metrics.get("decimals", 2),
-                "kinds": {name: s["kind"] for name, s in metrics["scores"].items()},
+                "kinds": {name: s["kind"] for name, s in shown.items()},
                 "scores": scores,
                 "candidate": (decision or {}).get("candidate"),
                 "champion_version": (decision or {}).get("champion_version"),

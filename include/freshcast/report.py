@@ -1,6 +1,7 @@
-"""The run report (the gate's decision, the leaderboard against the baselines, the error per
-forecast step, the training curves) and the forecast report (the newest forecast, the forecast
-history against the actuals, accuracy per model version and over time).
+"""The run report (the gate's decision, the leaderboard against the baselines with its
+ensembles and their seeds, the error per forecast step, the hyperparameter search, the
+learning-rate sweeps, the training curves) and the forecast report (the newest forecast, the
+forecast history against the actuals, accuracy per model version and over time).
 
 Data and rendering are kept apart: each writer draws its PNG figures, stores `summary.json` with
 everything the page shows (plain JSON, NaN as null), then renders that summary to `index.html`,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,12 +44,54 @@ FILES = {
     "html": "index.html",
 }
 FORECAST_FILES = {"history": "history.png", "summary": "summary.json", "html": "index.html"}
-LEADERBOARD_METRICS = ("mae", "rmse", "mape", "smape", "mase")
+SWEEP_FILE = "lr_sweep_{}.png"  # one learning-rate sweep figure per model
+LEADERBOARD_METRICS = ("mae", "rmse", "mape", "smape", "mase", "mase_seasonal")
 GATE_METRICS = ("mae", "rmse", "mase", "smape")
+STEP_METRICS = ("mae", "rmse")  # the errors listed per forecast step
+# Keys a leaderboard row may carry beside its figures: an ensemble's members and spread, a
+# seed's ensemble and seed, ridge's alpha, a tuned model's trial.
+ROW_KEYS = ("members", "spread", "of", "seed", "alpha", "trial")
+# Entries that have to beat the baselines; a seed is a part of its ensemble, not an entry.
+CANDIDATE_KINDS = ("model", "ensemble")
 REFERENCE = "persistence"  # the baseline the skill score is measured against
 OVER_TIME_ROWS = 30  # newest forecast runs listed; summary.json holds them all
 PAGE_END = "</body>\n</html>\n"
-_KIND_COLOURS = {"model": "tab:blue", "baseline": "tab:gray"}
+_KIND_COLOURS = {
+    "model": "tab:blue",
+    "ensemble": "tab:purple",
+    "seed": "lightsteelblue",
+    "baseline": "tab:gray",
+}
+SEARCH_NOTE = (
+    "Trials are scored on the validation split only; the test split scores only the chosen "
+    "configuration."
+)
+# One line per figure a reader may not know, shown under the leaderboard; `run_summary`'s
+# `explain` (the evaluation module's `EXPLAIN`) overrides any of them.
+EXPLAIN = {
+    "mase": "the test MAE divided by the MAE of the one-step naive forecast (repeat the "
+    "previous value) on the training split. MASE < 1 means the forecast errs less than that "
+    "naive forecast; MASE > 1 means it errs more.",
+    "mase_seasonal": "the test MAE divided by the MAE of the seasonal naive forecast (repeat "
+    "the value one season earlier) on the training split: below 1 beats the season's pattern "
+    "repeated.",
+    "skill": "the reduction of MAE against the persistence baseline (repeat the last value "
+    "over the horizon): 25% is a quarter less error, below 0 more error.",
+    "per_step": "the MAE and RMSE at each step ahead over the test windows: error usually grows "
+    "with the step, and a step where a model falls behind a baseline shows there.",
+    "spread": "the sample standard deviation of the ranked figure over an ensemble's seeds: a "
+    "gap between rows smaller than it may be chance.",
+    "mape": "leaves out points whose actual value is 0.",
+}
+# The explanations shown under the leaderboard, in order, each with its term.
+_EXPLAINED = {
+    "mase": "MASE",
+    "mase_seasonal": "MASE (seasonal)",
+    "skill": "skill vs persistence",
+    "per_step": "Per-step errors",
+    "spread": "± (spread)",
+    "mape": "MAPE",
+}
 
 ZOOM = 300  # a test split longer than this is also drawn zoomed to its last ZOOM steps
 
@@ -58,13 +102,17 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; }
 h2 { font-size: 1.2em; margin-top: 1.8em; padding-bottom: 0.2em; border-bottom: 1px solid #d0d7de; }
 p.meta, p.note { color: #59636e; }
 p.note { font-size: 0.92em; max-width: 60em; }
+ul.notes { color: #59636e; font-size: 0.92em; max-width: 60em; padding-left: 1.2em; }
+h3 { font-size: 1em; margin: 1.2em 0 0.2em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 0.6em 0; }
 th, td { border: 1px solid #d0d7de; padding: 0.3em 0.7em; text-align: right; white-space: nowrap; }
 th { background: #f6f8fa; font-weight: 600; }
 th.name, td.name { text-align: left; }
 tr.best td { background: #dafbe1; font-weight: 600; }
-tr.baseline td { color: #59636e; }
+tr.baseline td, tr.seed td { color: #59636e; }
+td.seed { padding-left: 2em; }
+tr.chosen td { background: #dafbe1; font-weight: 600; }
 td.low { font-weight: 600; }
 h2.promoted { color: #1a7f37; }
 h2.refused { color: #9a6700; }
@@ -100,11 +148,12 @@ def write_report(out_dir: Path, **fields: Any) -> dict[str, Path]:
     Args:
         out_dir: the report's folder.
         fields: the keyword arguments of `run_summary` (pipeline, run_id, metric, leaderboard,
-            histories, predictions, target, unit, decimals, top, decision, promoted, zoom).
+            histories, predictions, target, unit, decimals, top, decision, promoted, zoom,
+            tuning, sweeps, explain).
 
     Returns:
-        {"html", "summary", "loss", "forecast", "leaderboard"} and "steps" (horizon > 1 only)
-        -> path of each written file.
+        {"html", "summary", "loss", "forecast", "leaderboard"}, "steps" (horizon > 1 only) and
+        "sweep_<model>" per learning-rate sweep -> path of each written file.
 
     Raises:
         ValueError: as `run_summary`. Nothing is written then.
@@ -113,8 +162,14 @@ def write_report(out_dir: Path, **fields: Any) -> dict[str, Path]:
     summary = run_summary(**fields)
     target, unit = summary["target"], summary["unit"]
     paths = {key: out_dir / FILES[key] for key in (*summary["images"], "summary", "html")}
-    if "steps" not in paths:  # a rewrite for horizon 1 leaves no stale per-step plot behind
+    sweeps = {f"sweep_{s['model']}": out_dir / s["image"] for s in summary["sweeps"]}
+    # A rewrite leaves no stale plot behind: no per-step plot for horizon 1, no old sweeps.
+    if "steps" not in paths:
         (out_dir / FILES["steps"]).unlink(missing_ok=True)
+    if out_dir.is_dir():
+        for old in out_dir.glob(SWEEP_FILE.format("*")):
+            if old not in sweeps.values():
+                old.unlink(missing_ok=True)
     _save(_loss_figure(fields["histories"], summary["training"]), paths["loss"])
     forecast = _forecast_figure(
         fields["predictions"],
@@ -130,11 +185,13 @@ def write_report(out_dir: Path, **fields: Any) -> dict[str, Path]:
     _save(board, paths["leaderboard"])
     if "steps" in paths:
         _save(_steps_figure(summary["per_step"], summary["leaderboard"], unit), paths["steps"])
+    for sweep, path in zip(summary["sweeps"], sweeps.values(), strict=True):
+        _save(_sweep_figure(sweep), path)
     write_json(paths["summary"], summary)
     # The page goes last: a folder whose index.html exists has all its images.
     page = page_head(summary["title"]) + render_run(summary) + PAGE_END
     write_bytes(paths["html"], page.encode("utf-8"))
-    return paths
+    return {**paths, **sweeps}
 
 
 def run_summary(
@@ -152,6 +209,9 @@ def run_summary(
     decision: Mapping[str, Any] | None = None,
     promoted: int | None = None,
     zoom: int = ZOOM,
+    tuning: Mapping[str, Any] | None = None,
+    sweeps: Mapping[str, Mapping[str, Any]] | None = None,
+    explain: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything the run report shows, as plain JSON (NaN as None); `write_report` stores it
     as `summary.json`.
@@ -159,26 +219,42 @@ def run_summary(
     Args:
         pipeline, run_id: named in the title.
         metric: the metric the leaderboard is ranked by (the spec's).
-        leaderboard: rows from `evaluation.leaderboard`, best first.
+        leaderboard: rows from `evaluation.leaderboard`, best first. Each has "rank", "name",
+            "kind" ("model", "ensemble", "seed" or "baseline") and its metrics; optionally
+            "mase_seasonal", "mae_by_step" and "rmse_by_step" (one figure per step, None
+            where there is none), an ensemble's "members" and "spread" (the sample standard
+            deviation of its seeds' `metric`), a seed's "of" (its ensemble) and "seed", a
+            baseline's "alpha" (ridge's penalty).
         histories: model name -> {"loss": [...], "val_loss": [...]}, one value per epoch.
         predictions: long form (rows, 5) with columns "time" (tz-aware UTC of the target step),
             "step" (1..horizon), "name", "actual", "prediction", test split, original units.
+            The per-step errors of a row without "mae_by_step" / "rmse_by_step" come from it.
         target: the forecast column's name, for the plots' axes.
         unit: the target's unit ("°C"), or "".
         decimals: the decimals the data is recorded with (`display.data_decimals`).
-        top: how many of the best entries the forecast plot shows.
+        top: how many of the best entries (seeds left out) the forecast plot shows.
         decision: the gate's decision (`gate.Decision.to_json()`), shown first.
         promoted: the registry version the run's candidate became, if it did.
         zoom: a test split longer than this many steps is also drawn zoomed to its last `zoom`.
+        tuning: the hyperparameter search's record (`select/trials.json`): {"metric",
+            "models": {model: {"chosen", "params", "val_mae"}}, "trials": [{"name", "model",
+            "params", "val_mae", "val_loss", "epochs_run", "chosen"}]}; None without a search.
+        sweeps: model -> its learning-rate sweep {"rates": [...], "losses": [...] (None where
+            the loss has no value), "suggested", "rule", "low", "high"}; None without one.
+        explain: term -> one line explaining it ("mase", "mase_seasonal", "skill",
+            "per_step", "spread", "mape"), over the built-in `EXPLAIN`.
 
     Returns:
         {"title", "pipeline", "run_id", "target", "unit", "decimals", "metric", "horizon",
         "test_points" (step-1 points of the test split), "zoom" (points in the zoomed panel,
         None without one), "shown" (entries in the forecast plot), "leaderboard" (rows with
-        "skill"), "best", "reference", "flags", "per_step", "training", "gate", "images"}.
+        "skill"), "best", "reference", "flags", "per_step" (name -> MAE per step),
+        "per_step_rmse" (name -> RMSE per step), "training", "gate", "tuning" (trials sorted by
+        validation MAE, or None), "sweeps" (a list, each with its "model" and "image"),
+        "explain", "images"}.
 
     Raises:
-        ValueError: as `write_report`.
+        ValueError: as `write_report`, and on a sweep whose rates and losses differ in length.
     """
     missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if missing:
@@ -194,7 +270,8 @@ def run_summary(
         if value < least:
             raise ValueError(f"`{name}` must be >= {least}. Received: {name}={value}")
 
-    horizon = int(predictions["step"].max()) if len(predictions) else 1
+    listed = [len(row.get(f"{m}_by_step") or ()) for row in leaderboard for m in STEP_METRICS]
+    horizon = max(int(predictions["step"].max()) if len(predictions) else 1, *listed, 1)
     test_points = int(predictions.loc[predictions["step"] == 1, "time"].nunique())
     reference = next((r for r in leaderboard if r["name"] == REFERENCE), None)
     rows = [
@@ -204,10 +281,13 @@ def run_summary(
             "kind": str(row["kind"]),
             **{m: row.get(m) for m in LEADERBOARD_METRICS},
             "skill": display.skill(row.get("mae"), reference["mae"] if reference else None),
+            **{key: row[key] for key in ROW_KEYS if row.get(key) is not None},
         }
         for row in leaderboard
     ]
-    best = rows[0]["name"] if rows and _finite(leaderboard[0][metric]) else None
+    entries = [row for row in leaderboard if row["kind"] != "seed"]
+    best = str(entries[0]["name"]) if entries and _finite(entries[0][metric]) else None
+    per_step = _per_step(leaderboard, predictions) if horizon > 1 else {}
     images = {key: FILES[key] for key in ("forecast", "leaderboard", "loss")}
     if horizon > 1:
         images["steps"] = FILES["steps"]
@@ -222,14 +302,18 @@ def run_summary(
         "horizon": horizon,
         "test_points": test_points,
         "zoom": zoom if test_points > zoom else None,
-        "shown": [row["name"] for row in rows[:top]],
+        "shown": [str(row["name"]) for row in entries[:top]],
         "leaderboard": rows,
         "best": best,
         "reference": REFERENCE if reference else None,
         "flags": baseline_flags(leaderboard, metric, unit=unit, decimals=decimals),
-        "per_step": step_errors(predictions) if horizon > 1 else {},
+        "per_step": per_step.get("mae", {}),
+        "per_step_rmse": per_step.get("rmse", {}),
         "training": best_epochs(histories),
         "gate": None if decision is None else _gate_summary(decision, promoted),
+        "tuning": None if tuning is None else _tuning_summary(tuning),
+        "sweeps": _sweep_summaries(sweeps or {}, leaderboard),
+        "explain": {**EXPLAIN, **{str(k): str(v) for k, v in (explain or {}).items()}},
         "images": images,
     }
     return _plain(summary)
@@ -238,10 +322,10 @@ def run_summary(
 def baseline_flags(
     leaderboard: Sequence[Mapping[str, Any]], metric: str, *, unit: str = "", decimals: int = 2
 ) -> list[str]:
-    """One sentence per model that is not strictly better than every baseline on `metric`:
-    "gru loses to ridge on mae: 2.25 °C vs 2.24 °C." A tie "does not beat"; a model without a
-    finite score loses to every baseline. Baselines without a finite score are left out, as the
-    gate leaves them out.
+    """One sentence per model or ensemble that is not strictly better than every baseline on
+    `metric`: "gru loses to ridge on mae: 2.25 °C vs 2.24 °C." A tie "does not beat"; an entry
+    without a finite score loses to every baseline. Seeds are parts of their ensemble and are
+    not judged alone. Baselines without a finite score are left out, as the gate leaves them out.
 
     Args:
         leaderboard: rows with "name", "kind" and `metric`.
@@ -249,7 +333,7 @@ def baseline_flags(
         unit, decimals: the target's unit and data decimals, for the figures.
 
     Returns:
-        The sentences, in leaderboard order; empty when every model beats every baseline.
+        The sentences, in leaderboard order; empty when every entry beats every baseline.
     """
 
     def shown(value: Any) -> str:
@@ -261,7 +345,7 @@ def baseline_flags(
     )
     flags = []
     for row in leaderboard:
-        if row["kind"] != "model" or not baselines:
+        if row["kind"] not in CANDIDATE_KINDS or not baselines:
             continue
         value = _float(row.get(metric))
         if not math.isfinite(value):
@@ -278,33 +362,123 @@ def baseline_flags(
     return flags
 
 
-def step_errors(predictions: pd.DataFrame) -> dict[str, list[float]]:
-    """The MAE of every entry at each forecast step.
+def step_errors(predictions: pd.DataFrame, *, metric: str = "mae") -> dict[str, list[float]]:
+    """The MAE (or RMSE) of every entry at each forecast step.
 
     Args:
         predictions: long form with "step" (1..horizon), "name", "actual", "prediction".
+        metric: "mae" or "rmse".
 
     Returns:
-        name -> [MAE at step 1, ..., MAE at step horizon]; NaN for a step an entry has no rows
-        for, or a missing actual or prediction in.
+        name -> [error at step 1, ..., error at step horizon]; NaN for a step an entry has no
+        rows for, or a missing actual or prediction in.
+
+    Raises:
+        ValueError: on a `metric` other than those in `STEP_METRICS`.
     """
+    if metric not in STEP_METRICS:
+        raise ValueError(f"`metric` must be one of {STEP_METRICS}. Received: metric={metric!r}")
     actual = predictions["actual"].to_numpy(dtype=np.float64)  # [rows]
     predicted = predictions["prediction"].to_numpy(dtype=np.float64)  # [rows]
+    error = actual - predicted  # [rows]
     frame = pd.DataFrame(
         {
             "name": predictions["name"].astype(str).to_numpy(),
             "step": predictions["step"].to_numpy(dtype=np.int64),
-            "abs": np.abs(actual - predicted),
+            "error": np.abs(error) if metric == "mae" else np.square(error),
         }
     )
     if frame.empty:
         return {}
     keys = [frame["name"], frame["step"]]
-    mae = frame["abs"].groupby(keys, sort=True).mean()  # pandas skips NaN: put them back
-    mae = mae.where(~frame["abs"].isna().groupby(keys, sort=True).any())
+    mean = frame["error"].groupby(keys, sort=True).mean()  # pandas skips NaN: put them back
+    mean = mean.where(~frame["error"].isna().groupby(keys, sort=True).any())
+    if metric == "rmse":
+        mean = np.sqrt(mean)
     out: dict[str, list[float]] = {}
-    for (name, step), value in mae.items():
+    for (name, step), value in mean.items():
         out.setdefault(str(name), [math.nan] * int(frame["step"].max()))[step - 1] = float(value)
+    return out
+
+
+def _per_step(
+    leaderboard: Sequence[Mapping[str, Any]], predictions: pd.DataFrame
+) -> dict[str, dict[str, list[float]]]:
+    """metric -> name -> its error per step: the row's "<metric>_by_step" where it has one, else
+    computed from `predictions`. Seeds are left out: their ensemble stands for them."""
+    seeds = {str(row["name"]) for row in leaderboard if row["kind"] == "seed"}
+    out = {}
+    for metric in STEP_METRICS:
+        key = f"{metric}_by_step"
+        given = {
+            str(row["name"]): [_float(v) for v in row[key]] for row in leaderboard if row.get(key)
+        }
+        named = set(predictions["name"].astype(str).unique()) - seeds
+        computed = step_errors(predictions, metric=metric) if named - set(given) else {}
+        out[metric] = {n: v for n, v in {**computed, **given}.items() if n not in seeds}
+    return out
+
+
+def _tuning_summary(tuning: Mapping[str, Any]) -> dict[str, Any]:
+    """The search's trials sorted by validation MAE (none last), each chosen one marked."""
+    models = {
+        str(model): {
+            "chosen": entry.get("chosen"),
+            "params": dict(entry.get("params") or {}),
+            "val_mae": entry.get("val_mae"),
+        }
+        for model, entry in (tuning.get("models") or {}).items()
+    }
+    chosen = {str(m["chosen"]) for m in models.values() if m["chosen"] is not None}
+    trials = [
+        {
+            "name": str(trial["name"]),
+            "model": str(trial.get("model", "")),
+            "params": dict(trial.get("params") or {}),
+            "val_mae": trial.get("val_mae"),
+            "val_loss": trial.get("val_loss"),
+            "epochs_run": trial.get("epochs_run"),
+            "chosen": bool(trial.get("chosen")) or str(trial["name"]) in chosen,
+        }
+        for trial in tuning.get("trials") or ()
+    ]
+    trials.sort(key=lambda t: (not _finite(t["val_mae"]), _float(t["val_mae"]), t["name"]))
+    return {"metric": str(tuning.get("metric", "mae")), "models": models, "trials": trials}
+
+
+def _sweep_summaries(
+    sweeps: Mapping[str, Mapping[str, Any]], leaderboard: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The sweeps in leaderboard order, each with the name of its figure's file."""
+    sweeps = {str(model): sweep for model, sweep in sweeps.items()}
+    out, files = [], set()
+    for model in _ordered(sweeps, leaderboard):
+        sweep = sweeps[model]
+        rates, losses = list(sweep.get("rates") or ()), list(sweep.get("losses") or ())
+        if len(rates) != len(losses):
+            raise ValueError(
+                f"The sweep of {model!r} needs one loss per rate. Received: {len(rates)} rates, "
+                f"{len(losses)} losses"
+            )
+        # A file name from a model name: safe characters only, and one file per model.
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("._") or "model"
+        name, n = SWEEP_FILE.format(stem), 1
+        while name in files:
+            n += 1
+            name = SWEEP_FILE.format(f"{stem}-{n}")
+        files.add(name)
+        out.append(
+            {
+                "model": model,
+                "rates": rates,
+                "losses": losses,
+                "suggested": sweep.get("suggested"),
+                "rule": str(sweep.get("rule") or ""),
+                "low": sweep.get("low"),
+                "high": sweep.get("high"),
+                "image": name,
+            }
+        )
     return out
 
 
@@ -369,10 +543,12 @@ def _gate_summary(decision: Mapping[str, Any], promoted: int | None) -> dict[str
 
 def render_run(summary: Mapping[str, Any], *, files: str = "") -> str:
     """The run report as an HTML fragment (no <html>, <head> or <body>; the title is the
-    page's): the gate, the leaderboard and its flags, the error per step, training, forecasts.
+    page's): the gate, the leaderboard and its flags, the error per step, the search, the
+    learning-rate sweeps, training, forecasts.
 
     Args:
-        summary: `run_summary`'s output, or `summary.json` read back.
+        summary: `run_summary`'s output, or `summary.json` read back (an older one without
+            the search, the sweeps or the RMSE per step renders too).
         files: prefix of every image's src (a URL folder ending in "/" for the UI plugin).
     """
     esc = html.escape
@@ -387,6 +563,10 @@ def render_run(summary: Mapping[str, Any], *, files: str = "") -> str:
         _gate_section(summary["gate"], unit, summary["decimals"]) if summary.get("gate") else "",
         _leaderboard_section(summary),
         _steps_section(summary, files) if summary.get("per_step") else "",
+        _search_section(summary["tuning"], unit, summary["decimals"])
+        if summary.get("tuning")
+        else "",
+        _sweeps_section(summary["sweeps"], files) if summary.get("sweeps") else "",
         "<h2>Training</h2>",
         _training_table(summary.get("training") or {}, rows),
         _image(files, images.get("loss"), "training and validation loss per epoch"),
@@ -396,6 +576,8 @@ def render_run(summary: Mapping[str, Any], *, files: str = "") -> str:
         f"({summary['test_points']} steps){zoomed}.</p>",
         _image(files, images.get("forecast"), "actual vs predicted, one step ahead"),
         "<h2>Leaderboard chart</h2>",
+        f'<p class="note">{esc(display.metric_label(summary["metric"], unit))} of every entry, '
+        "lower is better: models blue, ensembles purple, their seeds pale, baselines grey.</p>",
         _image(files, images.get("leaderboard"), f"{summary['metric']} per model and baseline"),
     ]
     return "\n".join(p for p in parts if p) + "\n"
@@ -419,30 +601,41 @@ def _gate_section(gate: Mapping[str, Any], unit: str, decimals: int) -> str:
 
 
 def _leaderboard_section(summary: Mapping[str, Any]) -> str:
-    """The leaderboard (units in the headers, best row marked), the flags, what MASE means."""
+    """The leaderboard (units in the headers, best row marked, each seed under its ensemble,
+    an ensemble's spread beside its figure), the flags, a line on each figure a reader may not
+    know."""
     esc = html.escape
     metric, unit, decimals = summary["metric"], summary.get("unit", ""), summary["decimals"]
-    rows = summary["leaderboard"]
-    columns = [*LEADERBOARD_METRICS, *(["skill"] if summary.get("reference") else [])]
+    rows = _grouped(summary["leaderboard"])
+    seasonal = any(_finite(row.get("mase_seasonal")) for row in rows)
+    columns = [
+        *(m for m in LEADERBOARD_METRICS if m != "mase_seasonal" or seasonal),
+        *(["skill"] if summary.get("reference") else []),
+    ]
+    spread = any(row["kind"] == "ensemble" and _finite(row.get("spread")) for row in rows)
+
+    def figure(row: Mapping[str, Any], column: str) -> str:
+        text = _cell(column, row.get(column), decimals)
+        if column == metric and row["kind"] == "ensemble" and _finite(row.get("spread")):
+            text += " ± " + _cell(column, row["spread"], decimals)
+        return text
+
     table = _table(
-        ["rank", "name", "kind", *(display.metric_label(m, unit) for m in columns)],
+        ["rank", "name", "kind", *(_label(m, unit) for m in columns)],
         [
             [
                 row["rank"],
-                row["name"],
+                (_row_label(row), "seed" if row["kind"] == "seed" else ""),
                 row["kind"],
-                *(_cell(m, row.get(m), decimals) for m in columns),
+                *(figure(row, m) for m in columns),
             ]
             for row in rows
         ],
         text=3,
-        classes=[
-            "best" if i == 0 and summary.get("best") is not None else row["kind"]
-            for i, row in enumerate(rows)
-        ],
+        classes=["best" if row["name"] == summary.get("best") else row["kind"] for row in rows],
     )
     flags = summary.get("flags") or []
-    models = any(row["kind"] == "model" for row in rows)
+    models = any(row["kind"] in CANDIDATE_KINDS for row in rows)
     baselines = any(row["kind"] == "baseline" and _finite(row.get(metric)) for row in rows)
     if flags:
         verdict = '<ul class="flags">' + "".join(f"<li>{esc(f)}</li>" for f in flags) + "</ul>"
@@ -450,28 +643,73 @@ def _leaderboard_section(summary: Mapping[str, Any]) -> str:
         verdict = f'<p class="ok">Every model beats every baseline on {esc(metric)}.</p>'
     else:
         verdict = ""
-    skill = (
-        "Skill vs persistence is the reduction of MAE against the persistence baseline (repeat "
-        "the last value over the horizon): 25% is a quarter less error, below 0 more error. "
-        if summary.get("reference")
-        else ""
+    wanted = {
+        "mase": True,
+        "mase_seasonal": seasonal,
+        "skill": bool(summary.get("reference")),
+        "per_step": bool(summary.get("per_step")),
+        "spread": spread,
+        "mape": True,
+    }
+    explain = {**EXPLAIN, **(summary.get("explain") or {})}
+    notes = "".join(
+        f"<li>{_explained(term, explain[key])}</li>"
+        for key, term in _EXPLAINED.items()
+        if wanted[key] and explain.get(key)
     )
     return (
         f"<h2>Leaderboard, ranked by {esc(display.metric_label(metric))}</h2>\n{table}\n"
         + (verdict + "\n" if verdict else "")
-        + '<p class="note">MASE is the test MAE divided by the MAE of the one-step naive '
-        "forecast (repeat the previous value) on the training split. MASE &lt; 1 means the "
-        "forecast errs less than that naive forecast; MASE &gt; 1 means it errs more. "
-        + skill
-        + "MAPE leaves out points whose actual value is 0.</p>"
+        + f'<ul class="notes">{notes}</ul>'
     )
 
 
+def _explained(term: str, text: str) -> str:
+    """One explanation, led by its term unless the text already starts with it; escaped."""
+    if text.lower().startswith(term.lower()):
+        return html.escape(text)
+    return f"<strong>{html.escape(term)}</strong>: {html.escape(text)}"
+
+
 def _steps_section(summary: Mapping[str, Any], files: str) -> str:
-    """MAE per forecast step: one row per entry, the lowest of each step in bold, the plot."""
-    per_step, rows, decimals = summary["per_step"], summary["leaderboard"], summary["decimals"]
-    kinds = {row["name"]: row["kind"] for row in rows}
-    names = _ordered(per_step, rows)
+    """MAE and RMSE per forecast step: one row per entry (seeds left out), the lowest of each
+    step in bold, then the plot."""
+    esc, unit = html.escape, summary.get("unit", "")
+    tables = [
+        (metric, summary.get(key) or {})
+        for metric, key in (("mae", "per_step"), ("rmse", "per_step_rmse"))
+    ]
+    tables = [(metric, per_step) for metric, per_step in tables if per_step]
+    labels = _join([display.metric_label(metric, unit) for metric, _ in tables])
+    parts = [
+        f"<h2>Error per forecast step</h2>\n<p>{esc(labels)} of each model, ensemble and "
+        "baseline at each step ahead on the test split; the lowest of each step in bold.</p>"
+    ]
+    for metric, per_step in tables:
+        label = esc(display.metric_label(metric, unit))
+        parts.append(
+            f"<h3>{label} per step</h3>\n"
+            + _step_table(per_step, summary["leaderboard"], metric, summary["decimals"])
+        )
+    parts.append(
+        _image(
+            files,
+            summary.get("images", {}).get("steps"),
+            "MAE per forecast step, one line per entry",
+        )
+    )
+    return "\n".join(p for p in parts if p)
+
+
+def _step_table(
+    per_step: Mapping[str, Sequence[float | None]],
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    decimals: int,
+) -> str:
+    """One row per entry, one column per step; the lowest figure of each step in bold."""
+    by_name = {row["name"]: row for row in rows}
+    names = _ordered(per_step, _grouped(rows))
     horizon = max(len(v) for v in per_step.values())
     grid = [
         [_float(v) for v in per_step[n]] + [math.nan] * (horizon - len(per_step[n])) for n in names
@@ -479,29 +717,86 @@ def _steps_section(summary: Mapping[str, Any], files: str) -> str:
     lowest = [
         min((v for v in step if math.isfinite(v)), default=None) for step in zip(*grid, strict=True)
     ]
-    table = _table(
+    return _table(
         ["name", *(f"step {i}" for i in range(1, horizon + 1))],
         [
-            [name]
+            [_row_label(by_name.get(name, {"name": name}))]
             + [
-                (_cell("mae", v, decimals), "low" if v == low else "")
+                (_cell(metric, v, decimals), "low" if v == low else "")
                 for v, low in zip(values, lowest, strict=True)
             ]
             for name, values in zip(names, grid, strict=True)
         ],
         text=1,
-        classes=[kinds.get(name, "") for name in names],
+        classes=[by_name.get(name, {}).get("kind", "") for name in names],
     )
-    label = html.escape(display.metric_label("mae", summary.get("unit", "")))
+
+
+def _search_section(tuning: Mapping[str, Any], unit: str, decimals: int) -> str:
+    """The hyperparameter search: every trial, best validation MAE first, the chosen marked."""
+    esc = html.escape
+    trials = tuning.get("trials") or []
+    params = sorted({name for trial in trials for name in trial.get("params") or {}})
+    table = _table(
+        [
+            "trial",
+            "model",
+            "chosen",
+            *params,
+            f"validation {display.metric_label('mae', unit)}",
+            "validation loss",
+            "epochs run",
+        ],
+        [
+            [
+                trial["name"],
+                trial.get("model"),
+                "✓" if trial.get("chosen") else "",
+                *(_compact(trial.get("params", {}).get(p)) for p in params),
+                _cell("mae", trial.get("val_mae"), decimals),
+                _compact(trial["val_loss"]) if _finite(trial.get("val_loss")) else "n/a",
+                trial.get("epochs_run"),
+            ]
+            for trial in trials
+        ],
+        text=3,
+        classes=["chosen" if trial.get("chosen") else "" for trial in trials],
+    )
+    models = sorted({str(trial.get("model")) for trial in trials})
     return (
-        f"<h2>Error per forecast step</h2>\n<p>{label} of each entry at each step ahead on the "
-        f"test split; the lowest of each step in bold.</p>\n{table}"
-        + _image(
-            files,
-            summary.get("images", {}).get("steps"),
-            "MAE per forecast step, one line per entry",
-        )
+        f"<h2>Search</h2>\n<p>{len(trials)} trial(s) of {esc(_join(models) or 'no model')}, "
+        "sorted by validation MAE; the configuration chosen for each model is marked ✓.</p>\n"
+        f'<p class="note">{esc(SEARCH_NOTE)}</p>\n{table}'
     )
+
+
+def _sweeps_section(sweeps: Sequence[Mapping[str, Any]], files: str) -> str:
+    """One figure per learning-rate sweep, each with its rule and suggested rate below it."""
+    esc = html.escape
+    parts = [
+        "<h2>Learning-rate sweeps</h2>\n<p>The loss at each learning rate tried, the rates on a "
+        "log scale; the dashed line marks the suggested rate.</p>"
+    ]
+    for sweep in sweeps:
+        model, rule = sweep["model"], str(sweep.get("rule") or "").strip().rstrip(".")
+        swept = (
+            f", rates {_compact(sweep['low'])} to {_compact(sweep['high'])}"
+            if _finite(sweep.get("low")) and _finite(sweep.get("high"))
+            else ""
+        )
+        suggested = sweep.get("suggested")
+        said = (
+            f"suggested learning rate {_compact(suggested)}"
+            if _finite(suggested)
+            else "no rate suggested"
+        )
+        parts.append(
+            _image(files, sweep.get("image"), f"loss against learning rate, {model}")
+            + f'\n<p class="note">{esc(model)}{esc(swept)}: '
+            + (f"{esc(rule)}; " if rule else "")
+            + f"{esc(said)}.</p>"
+        )
+    return "\n".join(parts)
 
 
 def _training_table(
@@ -513,7 +808,7 @@ def _training_table(
         ["model", "epochs run", "best epoch"],
         [
             [name, training[name]["epochs_run"], training[name]["best_epoch"] or "n/a"]
-            for name in _ordered(training, rows)
+            for name in _ordered(training, _grouped(rows))
         ],
         text=1,
     )
@@ -857,21 +1152,27 @@ def _forecast_figure(
 def _leaderboard_figure(
     rows: Sequence[Mapping[str, Any]], metric: str, unit: str, decimals: int
 ) -> Figure:
-    """Horizontal bars of `metric`, best on top, each labelled with its value; baselines grey."""
+    """Horizontal bars of `metric`, best on top, each labelled with its value (an ensemble's
+    with its spread); colours by kind, baselines grey and seeds pale."""
     fig = Figure(figsize=(7, 0.9 + 0.4 * max(len(rows), 1)), layout="constrained")
     ax = fig.add_subplot()
-    names = [str(row["name"]) for row in rows]
-    values = np.array([_float(row.get(metric)) for row in rows], dtype=np.float64)
+    names = [_row_label(row) for row in rows]
+    values = np.array([_float(row.get(metric)) for row in rows], dtype=np.float64)  # [rows]
     colours = [_KIND_COLOURS.get(row["kind"], "tab:orange") for row in rows]
     positions = np.arange(len(names))
     bars = ax.barh(positions, np.nan_to_num(values, nan=0.0), color=colours)
     # A zero-length bar would read as a perfect score: its label says n/a.
-    ax.bar_label(bars, labels=[" " + _cell(metric, v, decimals) for v in values])
+    labels = [" " + _cell(metric, v, decimals) for v in values]
+    for i, row in enumerate(rows):
+        if row["kind"] == "ensemble" and _finite(row.get("spread")):
+            labels[i] += " ± " + _cell(metric, row["spread"], decimals)
+    ax.bar_label(bars, labels=labels)
     ax.set_yticks(positions, names)
     ax.invert_yaxis()
-    ax.margins(x=0.15)
+    ax.margins(x=0.2)
     ax.set_xlabel(f"{display.metric_label(metric, unit)}, lower is better")
-    ax.legend(handles=[Patch(color=c, label=k) for k, c in _KIND_COLOURS.items()])
+    kinds = {row["kind"] for row in rows} | {"model", "baseline"}
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in _KIND_COLOURS.items() if k in kinds])
     return fig
 
 
@@ -884,6 +1185,7 @@ def _steps_figure(
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.add_subplot()
     kinds = {row["name"]: row["kind"] for row in rows}
+    labels = {row["name"]: _row_label(row) for row in rows}
     greys, markers = ("0.3", "0.5", "0.65", "0.8"), ("s", "^", "v", "D")
     baselines = 0
     for name in _ordered(per_step, rows):
@@ -898,12 +1200,48 @@ def _steps_figure(
             baselines += 1
         else:
             style = {"marker": "o"}
-        ax.plot(steps, values, markersize=4, label=name, **style)
+        ax.plot(steps, values, markersize=4, label=labels.get(name, name), **style)
     ax.set_title("error per forecast step, test split")
     ax.set_xlabel("forecast step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(display.metric_label("mae", unit))
     ax.legend()
+    return fig
+
+
+def _sweep_figure(sweep: Mapping[str, Any]) -> Figure:
+    """Loss against learning rate on a log axis, the suggested rate a labelled dashed line."""
+    fig = Figure(figsize=(6, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    rates = np.array([_float(r) for r in sweep["rates"]], dtype=np.float64)  # [rates]
+    losses = np.array([_float(v) for v in sweep["losses"]], dtype=np.float64)  # [rates]
+    keep = np.isfinite(rates) & (rates > 0) & np.isfinite(losses)
+    order = np.argsort(rates[keep], kind="stable")
+    rates, losses = rates[keep][order], losses[keep][order]
+    if rates.size:
+        ax.plot(rates, losses, marker="o", markersize=4, color="tab:blue", label="loss")
+    else:
+        ax.text(0.5, 0.5, "no finite loss", ha="center", va="center", transform=ax.transAxes)
+    suggested = _float(sweep.get("suggested"))
+    if math.isfinite(suggested) and suggested > 0:
+        label = f"suggested {_compact(suggested)}"
+        ax.axvline(suggested, color="tab:green", linestyle="--", linewidth=1.2, label=label)
+        ax.text(
+            suggested,
+            0.97,
+            f" {label}",
+            transform=ax.get_xaxis_transform(),  # x in data, y in axes fraction
+            color="tab:green",
+            ha="left",
+            va="top",
+        )
+    ax.set_xscale("log")
+    # Losses that blow up at high rates would flatten the rest on a linear axis.
+    if losses.size and np.all(losses > 0) and losses.max() > 10 * losses.min():
+        ax.set_yscale("log")
+    ax.set_title(f"learning-rate sweep: {sweep['model']}")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss (scaled data)")
     return fig
 
 
@@ -956,6 +1294,58 @@ def _cell(metric: str, value: Any, decimals: int) -> str:
 
 def _axis_label(name: str, unit: str) -> str:
     return f"{name} ({unit})" if unit else name
+
+
+def _label(metric: str, unit: str = "") -> str:
+    """A leaderboard column's header: `display.metric_label`'s, and "MASE (seasonal)"."""
+    return "MASE (seasonal)" if metric == "mase_seasonal" else display.metric_label(metric, unit)
+
+
+def _row_label(row: Mapping[str, Any]) -> str:
+    """An entry as the tables and plots name it: "lstm-s2 (seed 43)", "ridge (alpha 10)"."""
+    name = str(row["name"])
+    if row.get("kind") == "seed" and row.get("seed") is not None:
+        return f"{name} (seed {row['seed']})"
+    if row.get("alpha") is not None:
+        return f"{name} (alpha {_compact(row['alpha'])})"
+    return name
+
+
+def _grouped(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Rows in leaderboard order, each seed moved under the entry it belongs to (its "of", or
+    the entry whose "members" list it), in seed order. A seed without one keeps its place."""
+    names = {row["name"] for row in rows}
+    members = {m: row["name"] for row in rows for m in row.get("members") or ()}
+
+    def parent(row: Mapping[str, Any]) -> Any:
+        if row["kind"] != "seed":
+            return None
+        of = row.get("of") if row.get("of") in names else members.get(row["name"])
+        return of if of != row["name"] else None
+
+    seeds: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if (of := parent(row)) is not None:
+            seeds.setdefault(of, []).append(row)
+    out = []
+    for row in rows:
+        if parent(row) is None:
+            out.append(row)
+            under = seeds.get(row["name"], [])
+            out += sorted(under, key=lambda s: (s.get("seed") is None, s.get("seed") or 0))
+    return out
+
+
+def _compact(value: Any) -> str | None:
+    """A parameter or rate in a few characters: 0.003, 1e-05, 32; None stays None (blank)."""
+    if value is None or isinstance(value, str | bool):
+        return value if value is None else str(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    number = _float(value)
+    if math.isnan(number) and not isinstance(value, float | np.floating):
+        return str(value)
+    return f"{number:.3g}" if math.isfinite(number) else "n/a"
 
 
 def _table(

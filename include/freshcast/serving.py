@@ -5,6 +5,9 @@ safe_mode on after its sha256 is checked), the scaler's parameters, the window a
 column order and the input schema. `python -m freshcast.serving verify <bundle dir>` loads a
 bundle in a fresh process and checks that it reproduces its stored sample prediction; the gate
 runs it before a bundle may become the champion.
+
+A bundle whose model has calendar inputs (`cal_hour_sin`, ...) is self-contained: data without
+those columns gets them derived from its time index (`freshcast.calendar`), as in training.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from freshcast.artifacts import read_json, read_manifest
+from freshcast.calendar import ensure_calendar, is_calendar_column
 from freshcast.errors import BadInputError
 from freshcast.scaling import ScalerParams
 from freshcast.windowing import input_windows
@@ -81,9 +85,13 @@ def load_bundle(path: Path) -> Bundle:
 
 
 def incompatibility(meta: dict[str, Any], frame: pd.DataFrame, *, frequency: str) -> str | None:
-    """Why `frame` (a validated series) cannot feed the bundle, or None when it can."""
+    """Why `frame` (a validated series) cannot feed the bundle, or None when it can.
+
+    A calendar column the bundle needs and `frame` lacks is not missing: `forecast_rows`
+    derives it from the index.
+    """
     schema = meta["schema"]
-    missing = [c for c in schema["columns"] if c not in frame.columns]
+    missing = [c for c in schema["columns"] if c not in frame.columns and not is_calendar_column(c)]
     if missing:
         return f"the data lacks column(s) {missing} that the model was trained on"
     if schema["frequency"] != frequency:
@@ -110,13 +118,19 @@ def forecast_rows(
     """The bundle's forecasts for target rows of `frame`, in the data's units.
 
     Args:
-        frame: (rows, columns) validated series holding the bundle's columns.
+        frame: (rows, columns) validated series holding the bundle's columns, with its UTC
+            DatetimeIndex; calendar columns it lacks are derived from the index (only input
+            rows' times are needed, so a forecast after the data needs no future row).
         target_rows: (n,) first target row of each forecast; a row may be `len(frame)` (the
             first step after the data). Each needs `timesteps` rows before it.
 
     Returns:
         (n, horizon) forecasts of the bundle's target column.
+
+    Raises:
+        SchemaError: a target row without `timesteps` rows of history in `frame`.
     """
+    frame = ensure_calendar(frame, bundle.columns)
     scaled = bundle.scaler.transform(frame[bundle.columns].to_numpy(dtype=np.float64))
     inputs = int(bundle.meta["window"]["inputs"])
     x = input_windows(scaled, timesteps=bundle.timesteps, inputs=inputs)  # [rows-T+1, T, F]

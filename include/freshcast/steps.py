@@ -22,14 +22,18 @@ import pandas as pd
 from freshcast import artifacts, display
 from freshcast.artifacts import ArtifactError, output_path, read_json, read_manifest, write_manifest
 from freshcast.errors import BadInputError
+from freshcast.evaluation import EXPLAIN
 from freshcast.ingest import data_fingerprint, load_source, source_files
 from freshcast.registry import Registry, RegistryError
 from freshcast.scaling import ScalerParams, fit_scaler
-from freshcast.spec import PipelineSpec, load_spec, source_location
+from freshcast.spec import MEMBER_SEPARATOR, ModelSpec, PipelineSpec, load_spec, source_location
 from freshcast.validate import validate_frame
 from freshcast.windowing import SPLITS, Windows, make_windows, split_ranges
 
 log = logging.getLogger(__name__)
+
+# Leaderboard kinds the gate may pick its candidate from (not "seed", not "baseline").
+CANDIDATE_KINDS = ("model", "ensemble")
 
 
 # ---------------------------------------------------------------- helpers shared by the steps
@@ -61,9 +65,29 @@ def load_scaler(run: Path) -> ScalerParams:
     return ScalerParams.from_json(read_json(output_path(run / "split_scale", "scaler")))
 
 
-def load_windows(run: Path) -> tuple[dict[str, Windows], dict[str, Any]]:
-    """The window views of each split over the scaled array (memory-mapped, nothing copied)."""
+def load_windows(
+    run: Path, *, timesteps: int | None = None
+) -> tuple[dict[str, Windows], dict[str, Any]]:
+    """The window views of each split over the scaled array (memory-mapped, nothing copied).
+
+    Args:
+        timesteps: a model's own input length; default the spec's `window`. Every length gives
+            the same target rows in each split (a split's samples are the targets inside it).
+
+    Returns:
+        ({split: Windows}, the layout with "timesteps" and "ranges" for that length).
+    """
     layout = read_json(output_path(run / "window", "layout"))
+    if timesteps is not None and timesteps != layout["timesteps"]:
+        splits = read_json(output_path(run / "split_scale", "splits"))
+        ranges = split_ranges(
+            tuple(splits[s]["rows"] for s in SPLITS), timesteps=timesteps, horizon=layout["horizon"]
+        )
+        layout = {
+            **layout,
+            "timesteps": timesteps,
+            "ranges": {s: list(r) for s, r in ranges.items()},
+        }
     scaled = np.load(output_path(run / "split_scale", "scaled"), mmap_mode="r", allow_pickle=False)
     windows = make_windows(
         scaled,
@@ -220,6 +244,21 @@ def split_scale(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+class WindowError(BadInputError, ValueError):
+    """A model's window (or a searched window range) leaves a split without a full target."""
+
+
+def _window_lengths(spec: PipelineSpec) -> dict[int, str]:
+    """Every input length a model of the spec may use -> the spec field that asks for it."""
+    lengths = {spec.window: "field 'window'"}
+    for m in spec.models:
+        if m.window is not None:
+            lengths.setdefault(m.window, f"model {m.name!r}: field 'window'")
+        if m.tune is not None and m.tune.window is not None:
+            lengths.setdefault(m.tune.window[1], f"model {m.name!r}: field 'tune.window'")
+    return lengths
+
+
 @_timed
 def window(run_dir: str | Path) -> dict[str, Any]:
     """Lay out the windows of each split as views and check that no target leaves its split."""
@@ -232,10 +271,15 @@ def window(run_dir: str | Path) -> dict[str, Any]:
     scaled = np.load(scaled_path, mmap_mode="r", allow_pickle=False)
     rows = tuple(splits[s]["rows"] for s in SPLITS)
     ranges = split_ranges(rows, timesteps=spec.window, horizon=spec.horizon)
+    for length, who in sorted(_window_lengths(spec).items()):
+        try:  # each model's window (and a searched range's longest) must fit every split
+            split_ranges(rows, timesteps=length, horizon=spec.horizon)
+        except ValueError as err:
+            raise WindowError(f"{spec.spec_path or spec.name}: {who}: {err}; shorten it") from None
     layout = {
         "timesteps": spec.window,
         "horizon": spec.horizon,
-        "inputs": len(spec.features),
+        "inputs": len(spec.input_columns),
         "target": spec.columns.index(spec.target),
         "columns": spec.columns,
         "ranges": {s: list(r) for s, r in ranges.items()},
@@ -269,52 +313,103 @@ def window(run_dir: str | Path) -> dict[str, Any]:
     return {"run_dir": artifacts.where(run), "shapes": shapes}
 
 
-@_timed
-def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) -> dict[str, Any]:
-    """Build the named model from the spec, fit it on the train windows, save `.keras` + history."""
-    from freshcast.models import build_model
-    from freshcast.training import attempt_lock, describe_model, fit
+def member_spec(run: Path, spec: PipelineSpec, member: str) -> tuple[ModelSpec, int]:
+    """The configuration and seed a member trains with: its model's spec, with the search's
+    chosen values when the model is tuned (from `select`), and the member's seed."""
+    model, seed = spec.members[member]
+    mspec = spec.model(model)
+    if mspec.tune is not None:
+        from freshcast.tuning import configure
 
-    run = artifacts.local(run_dir)
-    spec = run_spec(run)
-    mspec = spec.model(model_name)
-    windows, layout = load_windows(run)
-    max_epochs = epochs or mspec.epochs
+        chosen = read_json(output_path(run / "select", "trials"))["models"].get(model)
+        if chosen is not None:  # None: no trial finished, the spec's configuration trains
+            mspec = configure(mspec, chosen["params"])
+    return mspec, seed
+
+
+def _fit_and_save(
+    run: Path,
+    out: Path,
+    work: Path,
+    mspec: ModelSpec,
+    *,
+    name: str,
+    seed: int,
+    epochs: int,
+    step: str,
+) -> tuple[Any, dict[str, list[float]], dict[str, Windows], dict[str, Any]]:
+    """Build, fit and save one model into `out` (model.keras, history.json; the manifest is
+    the caller's). Returns (model, history, windows, layout)."""
+    from freshcast.models import build_model
+    from freshcast.training import fit
+
+    windows, layout = load_windows(run, timesteps=mspec.window)
     model = build_model(
         mspec,
         timesteps=layout["timesteps"],
         features=layout["inputs"],
         horizon=layout["horizon"],
-        seed=spec.seed,
+        seed=seed,
+        name=name.replace(MEMBER_SEPARATOR, "_"),
     )
+    log.info(
+        "%s %s on %s windows, validating on %s",
+        step,
+        name,
+        windows["train"].x.shape,
+        windows["val"].x.shape,
+    )
+    history = fit(
+        model,
+        windows["train"],
+        windows["val"],
+        batch_size=mspec.batch_size,
+        epochs=epochs,
+        patience=mspec.patience,
+        work_dir=work,
+        seed=seed,
+        log=log.info,
+    )
+    with artifacts.atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    return model, history, windows, layout
+
+
+def _finite_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """A diverging fit logs NaN or inf losses: no value, null in strict JSON."""
+    return {k: [v if np.isfinite(v) else None for v in vs] for k, vs in history.items()}
+
+
+def _best_epoch(history: dict[str, list[float]]) -> tuple[int, float | None]:
+    val_loss = history.get("val_loss", [float("nan")])
+    best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else -1
+    return best + 1, float(val_loss[best]) if best >= 0 else None
+
+
+@_timed
+def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) -> dict[str, Any]:
+    """Fit one member (a model, or one seed of it) on the train windows; save `.keras` + history.
+
+    Args:
+        model_name: a member name of the spec (`lstm`, or `lstm-s2` for a model's second seed).
+        epochs: overrides the spec's max epochs.
+    """
+    from freshcast.training import attempt_lock, describe_model
+
+    run = artifacts.local(run_dir)
+    spec = run_spec(run)
+    if model_name not in spec.members:
+        raise KeyError(f"pipeline {spec.name!r} has no member {model_name!r}: {spec.member_names}")
+    mspec, seed = member_spec(run, spec, model_name)
+    max_epochs = epochs or mspec.epochs
     out = run / "train" / model_name
     work = run / "train_work" / model_name  # survives a retry, so BackupAndRestore can resume
     with attempt_lock(work), artifacts.step_output(out) as out:
-        log.info(
-            "training %s on %s windows, validating on %s",
-            model_name,
-            windows["train"].x.shape,
-            windows["val"].x.shape,
+        model, history, windows, layout = _fit_and_save(
+            run, out, work, mspec, name=model_name, seed=seed, epochs=max_epochs, step="training"
         )
-        history = fit(
-            model,
-            windows["train"],
-            windows["val"],
-            batch_size=mspec.batch_size,
-            epochs=max_epochs,
-            patience=mspec.patience,
-            work_dir=work,
-            seed=spec.seed,
-            log=log.info,
-        )
-        model_path = out / "model.keras"
-        with artifacts.atomic_path(model_path) as tmp:
-            model.save(tmp)
-        # A diverging fit logs NaN or inf losses: no value, null in strict JSON.
-        logged = {k: [v if np.isfinite(v) else None for v in vs] for k, vs in history.items()}
-        history_path = artifacts.write_json(out / "history.json", logged)
-        val_loss = history.get("val_loss", [float("nan")])
-        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else -1
+        history_path = artifacts.write_json(out / "history.json", _finite_history(history))
+        best_epoch, best_val_loss = _best_epoch(history)
         manifest = write_manifest(
             out,
             step="train",
@@ -322,31 +417,180 @@ def train(run_dir: str | Path, model_name: str, *, epochs: int | None = None) ->
                 "scaled": artifacts.recorded(run / "split_scale", "scaled"),
                 "layout": artifacts.recorded(run / "window", "layout"),
             },
-            outputs={"model": model_path, "history": history_path},
+            outputs={"model": out / "model.keras", "history": history_path},
             params={
                 "model": mspec.model_dump(mode="json"),
+                "of": spec.members[model_name][0],
                 "max_epochs": max_epochs,
-                "seed": spec.seed,
+                "seed": seed,
+                "timesteps": layout["timesteps"],
                 **describe_model(model),
             },
             shapes={"train": list(windows["train"].x.shape), "val": list(windows["val"].x.shape)},
         )
     return {
         "model": model_name,
+        "of": spec.members[model_name][0],
+        "seed": seed,
         "type": mspec.type,
-        "path": artifacts.where(model_path),
+        "path": artifacts.where(out / "model.keras"),
         "sha256": read_json(manifest)["outputs"]["model"]["sha256"],
-        "epochs_run": len(val_loss),
-        "best_epoch": best + 1,
-        "best_val_loss": float(val_loss[best]) if best >= 0 else None,
+        "epochs_run": len(history.get("val_loss", [])),
+        "best_epoch": best_epoch,
+        "best_val_loss": best_val_loss,
     }
+
+
+# ---------------------------------------------------------------- the search: plan, trials, select
+
+
+@_timed
+def plan_trials(run_dir: str | Path) -> dict[str, Any]:
+    """Ask Optuna for every trial's configuration of every tuned model (`tuning.plan`)."""
+    from freshcast.tuning import plan
+
+    run = artifacts.local(run_dir)
+    spec = run_spec(run)
+    trials = {}
+    for m in spec.models:
+        if m.tune is None:
+            continue
+        names = [t for t in m.trial_names if not t.endswith(f"{MEMBER_SEPARATOR}lr")]
+        for name, params in zip(names, plan(m.tune, seed=spec.seed), strict=True):
+            trials[name] = {"model": m.name, "params": params}
+    with artifacts.step_output(run / "plan") as out:
+        path = artifacts.write_json(out / "trials.json", trials)
+        write_manifest(out, step="plan", outputs={"trials": path}, params={"seed": spec.seed})
+    return {"run_dir": artifacts.where(run), "trials": len(trials)}
+
+
+@_timed
+def trial(run_dir: str | Path, name: str, *, epochs: int | None = None) -> dict[str, Any]:
+    """Train one trial of the search (or a model's learning-rate sweep) and score it on the
+    validation split only: `tune/<name>/result.json` (or `sweep.json`). The test split is
+    never read."""
+    from freshcast.training import attempt_lock, lr_sweep, predict
+
+    run = artifacts.local(run_dir)
+    spec = run_spec(run)
+    if name not in spec.trials:
+        raise KeyError(f"pipeline {spec.name!r} has no trial {name!r}: {list(spec.trials)}")
+    mspec = spec.model(spec.trials[name])
+    out, work = run / "tune" / name, run / "tune_work" / name
+    if name.endswith(f"{MEMBER_SEPARATOR}lr"):
+        from freshcast.models import build_model
+
+        sweep = mspec.tune.lr_sweep
+        windows, layout = load_windows(run, timesteps=mspec.window)
+        model = build_model(
+            mspec,
+            timesteps=layout["timesteps"],
+            features=layout["inputs"],
+            horizon=layout["horizon"],
+            seed=spec.seed,
+        )
+        found = lr_sweep(
+            model,
+            windows["train"],
+            low=sweep.low,
+            high=sweep.high,
+            epochs=sweep.epochs,
+            batch_size=mspec.batch_size,
+            seed=spec.seed,
+            log=log.info,
+        )
+        found = {"model": mspec.name, "low": sweep.low, "high": sweep.high, **found}
+        with artifacts.step_output(out) as folder:
+            path = artifacts.write_json(folder / "sweep.json", found)
+            write_manifest(folder, step="sweep", outputs={"sweep": path})
+        log.info("learning-rate sweep of %s: suggested %s (%s)", mspec.name, found["suggested"],
+                 found["rule"])  # fmt: skip
+        return {"trial": name, "model": mspec.name, "suggested": found["suggested"]}
+
+    from freshcast.tuning import configure
+
+    params = read_json(output_path(run / "plan", "trials"))[name]["params"]
+    config = configure(mspec, params)
+    max_epochs = epochs or config.epochs
+    scaler = load_scaler(run)
+    with attempt_lock(work), artifacts.step_output(out) as folder:
+        model, history, windows, layout = _fit_and_save(
+            run, folder, work, config, name=name, seed=spec.seed, epochs=max_epochs, step="trial"
+        )
+        val = windows["val"]
+        predicted = scaler.inverse(predict(model, val, batch_size=256), column=spec.target)
+        actual = scaler.inverse(np.asarray(val.y, dtype=np.float64), column=spec.target)
+        from freshcast.evaluation import mae
+
+        val_mae = mae(actual, predicted) if np.isfinite(predicted).all() else None
+        best_epoch, best_val_loss = _best_epoch(history)
+        result = {
+            "name": name,
+            "model": mspec.name,
+            "params": params,
+            "val_mae": val_mae,
+            "val_loss": best_val_loss,
+            "epochs_run": len(history.get("val_loss", [])),
+            "best_epoch": best_epoch,
+        }
+        path = artifacts.write_json(folder / "result.json", result)
+        history_path = artifacts.write_json(folder / "history.json", _finite_history(history))
+        write_manifest(
+            folder,
+            step="trial",
+            outputs={"result": path, "history": history_path, "model": folder / "model.keras"},
+            params={"model": config.model_dump(mode="json"), "max_epochs": max_epochs},
+        )
+    log.info("trial %s %s: validation MAE %s", name, params, val_mae)
+    return {"trial": name, "model": mspec.name, "val_mae": val_mae}
+
+
+@_timed
+def select(run_dir: str | Path) -> dict[str, Any]:
+    """Pick each tuned model's best trial on the validation split (`tuning.select`) and write
+    `select/trials.json`, which the members' training reads. A model whose trials all failed
+    trains with the spec's own configuration."""
+    from freshcast.tuning import select as best_of
+
+    run = artifacts.local(run_dir)
+    spec = run_spec(run)
+    planned = read_json(output_path(run / "plan", "trials"))
+    chosen, rows = {}, []
+    for m in spec.models:
+        if m.tune is None:
+            continue
+        results = []
+        for name, entry in planned.items():
+            if entry["model"] != m.name:
+                continue
+            folder = run / "tune" / name
+            if artifacts.store().published(folder):
+                results.append(read_json(output_path(folder, "result")))
+            else:  # the trial failed or was skipped
+                results.append({"name": name, "model": m.name, "params": entry["params"],
+                                "val_mae": None})  # fmt: skip
+        best, marked = best_of(m.tune, results)
+        rows.extend(marked)
+        if best is not None:
+            chosen[m.name] = {"trial": best["name"], "params": best["params"],
+                              "val_mae": best["val_mae"]}  # fmt: skip
+            log.info("search of %s: %s wins with validation MAE %.4g %s", m.name, best["name"],
+                     best["val_mae"], best["params"])  # fmt: skip
+        else:
+            log.warning("search of %s: no trial finished; its spec's configuration trains", m.name)
+    tuning = {"metric": "mae", "unit": spec.unit, "models": chosen, "trials": rows}
+    with artifacts.step_output(run / "select") as out:
+        path = artifacts.write_json(out / "trials.json", tuning)
+        write_manifest(out, step="select", outputs={"trials": path})
+    return {"run_dir": artifacts.where(run), "chosen": chosen}
 
 
 @_timed
 def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
-    """Score every trained model and three baselines on the test windows, in the data's units."""
+    """Score every trained member, each seeded model's ensemble and three baselines on the test
+    windows, in the data's units; save each ensemble as one `.keras` model."""
     from freshcast import evaluation
-    from freshcast.models import load_model
+    from freshcast.models import build_ensemble, load_model
     from freshcast.training import predict
 
     run = artifacts.local(run_dir)
@@ -361,19 +605,48 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     series = frame[spec.target].to_numpy(dtype=np.float64)  # [rows], original units
     horizon = layout["horizon"]
     target_rows, actual = test_targets(series, layout)
-    scale = evaluation.naive_scale(series[: splits["train"]["rows"]])
+    train_target = series[: splits["train"]["rows"]]
+    scale = evaluation.naive_scale(train_target)
+    seasonal_scale = (
+        evaluation.naive_scale(train_target, lag=spec.season_length)
+        if train_target.size > spec.season_length
+        else None
+    )
 
     def to_units(scaled: np.ndarray) -> np.ndarray:
         return scaler.inverse(scaled, column=spec.target)
 
     forecasts: dict[str, tuple[str, np.ndarray]] = {}
+    extras: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}  # member -> loaded model, by model name below
+    by_model: dict[str, list[str]] = {}
     for result in sorted(trained, key=lambda t: t["model"]):
-        path = output_path(run / "train" / result["model"], "model", verify=False)  # fetched
+        member = result["model"]
+        of, seed = spec.members[member]
+        path = output_path(run / "train" / member, "model", verify=False)  # fetched
         model = load_model(path, sha256=result["sha256"])
-        forecasts[result["model"]] = (
-            "model",
-            to_units(predict(model, windows["test"], batch_size=256)),
+        timesteps = int(model.input_shape[1])
+        test = (
+            windows["test"]
+            if timesteps == layout["timesteps"]
+            else (load_windows(run, timesteps=timesteps)[0]["test"])
         )
+        models[member] = {"model": model, "test": test}
+        by_model.setdefault(of, []).append(member)
+        seeded = spec.model(of).seeds > 1
+        forecasts[member] = (
+            "seed" if seeded else "model",
+            to_units(predict(model, test, batch_size=256)),
+        )
+        if seeded:
+            extras[member] = {"of": of, "seed": seed}
+    ensembles = {}
+    for of, members in by_model.items():
+        if spec.model(of).seeds == 1:
+            continue
+        forecasts[of] = ("ensemble", np.mean([forecasts[m][1] for m in members], axis=0))
+        extras[of] = {"members": members, "seeds": len(members)}
+        ensembles[of] = build_ensemble([models[m]["model"] for m in members], name=of)
     forecasts["persistence"] = (
         "baseline",
         evaluation.persistence(series, target_rows, horizon=horizon),
@@ -382,17 +655,24 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         "baseline",
         evaluation.seasonal_naive(series, target_rows, horizon=horizon, season=spec.season_length),
     )
-    forecasts["ridge"] = (
-        "baseline",
-        to_units(
-            evaluation.ridge_forecast(windows["train"].x, windows["train"].y, windows["test"].x)
-        ),
-    )
+    ridge = evaluation.ridge_select(
+        windows["train"].x, windows["train"].y, windows["val"].x, windows["val"].y,
+        windows["test"].x,
+    )  # fmt: skip
+    forecasts["ridge"] = ("baseline", to_units(ridge.predictions))
+    extras["ridge"] = {"alpha": ridge.alpha}
 
     scores = {
-        name: {"kind": kind, **evaluation.score(actual, pred, scale=scale)}
+        name: {
+            "kind": kind,
+            **evaluation.score(actual, pred, scale=scale, seasonal_scale=seasonal_scale),
+            **extras.get(name, {}),
+        }
         for name, (kind, pred) in forecasts.items()
     }
+    for of, members in by_model.items():
+        if of in ensembles:
+            scores[of]["spread"] = evaluation.spread([scores[m][spec.metric] for m in members])
     board = evaluation.leaderboard(scores, metric=spec.metric)
     times = frame.index[(target_rows[:, None] + np.arange(horizon)).ravel()]  # [n * horizon]
     predictions = pd.concat(
@@ -408,12 +688,18 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         for name, (_, pred) in forecasts.items()
     )
     decimals = display.data_decimals(series)
+    for of, ensemble in ensembles.items():
+        _save_ensemble(run, of, ensemble, members=by_model[of], spec=spec)
     with artifacts.step_output(run / "evaluate") as out:
         metrics = {
             "metric": spec.metric,
             "unit": spec.unit,
             "decimals": decimals,
             "mase_scale": scale,
+            "mase_seasonal_scale": seasonal_scale,
+            "season_length": spec.season_length,
+            "ridge_alpha": ridge.alpha,
+            "ridge_validation_mae": ridge.validation,
             "test_windows": len(target_rows),
             "horizon": horizon,
             "scores": scores,
@@ -421,7 +707,7 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         outputs = {
             "metrics": artifacts.write_json(out / "metrics.json", metrics),
             "leaderboard": artifacts.write_json(out / "leaderboard.json", board),
-            "leaderboard_csv": _save_csv(out / "leaderboard.csv", pd.DataFrame(board)),
+            "leaderboard_csv": _save_csv(out / "leaderboard.csv", _flat_board(board)),
             "predictions": _save_parquet(
                 out / "predictions.parquet", predictions.reset_index(drop=True)
             ),
@@ -454,6 +740,58 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     }
 
 
+def _flat_board(board: list[dict[str, Any]]) -> pd.DataFrame:
+    """The leaderboard as CSV columns: per-step lists become `mae_step1`, `mae_step2`, ..."""
+    rows = []
+    for row in board:
+        flat = {k: v for k, v in row.items() if not isinstance(v, list)}
+        for key in ("mae_by_step", "rmse_by_step"):
+            for step, value in enumerate(row.get(key) or [], start=1):
+                flat[f"{key.split('_')[0]}_step{step}"] = value
+        if row.get("members"):
+            flat["members"] = " ".join(row["members"])
+        rows.append(flat)
+    return pd.DataFrame(rows)
+
+
+def _save_ensemble(
+    run: Path, name: str, model: Any, *, members: list[str], spec: PipelineSpec
+) -> Path:
+    """Save a seeded model's ensemble as one `.keras` model in `ensemble/<name>/`, with the
+    members' histories, so the gate and the registry treat it like any trained model."""
+    from freshcast.training import describe_model
+
+    with artifacts.step_output(run / "ensemble" / name) as out:
+        with artifacts.atomic_path(out / "model.keras") as tmp:
+            model.save(tmp)
+        histories = {m: read_json(output_path(run / "train" / m, "history")) for m in members}
+        history = artifacts.write_json(out / "history.json", {"members": histories})
+        first = read_manifest(run / "train" / members[0], verify=False)["params"]
+        write_manifest(
+            out,
+            step="ensemble",
+            inputs={m: artifacts.recorded(run / "train" / m, "model") for m in members},
+            outputs={"model": out / "model.keras", "history": history},
+            params={
+                "model": first["model"],
+                "of": name,
+                "members": members,
+                "seeds": [spec.members[m][1] for m in members],
+                "max_epochs": first["max_epochs"],
+                "seed": spec.seed,
+                "timesteps": first["timesteps"],
+                **describe_model(model),
+            },
+        )
+    return out
+
+
+def candidate_dir(run: Path, name: str) -> Path:
+    """The folder of a leaderboard entry's model: `ensemble/<name>` or `train/<name>`."""
+    ensemble = run / "ensemble" / name
+    return ensemble if artifacts.store().published(ensemble) else run / "train" / name
+
+
 def leaderboard_table(board: list[dict[str, Any]], *, unit: str, decimals: int) -> str:
     """The leaderboard as a fixed-width table for logs, figures in the data's units."""
     metrics = ("mae", "rmse", "mase", "smape")
@@ -482,8 +820,17 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     predictions = pd.read_parquet(output_path(run / "evaluate", "predictions"))
     histories = {}
     for row in board:
-        if row["kind"] == "model":
+        if row["kind"] in ("model", "seed"):
             histories[row["name"]] = read_json(output_path(run / "train" / row["name"], "history"))
+    tuning, sweeps = None, {}
+    if artifacts.store().published(run / "select"):  # a tuned spec
+        tuning = read_json(output_path(run / "select", "trials"))
+    for name in spec.trials:
+        if name.endswith(f"{MEMBER_SEPARATOR}lr") and artifacts.store().published(
+            run / "tune" / name
+        ):
+            sweep = read_json(output_path(run / "tune" / name, "sweep"))
+            sweeps[sweep["model"]] = sweep
     decision, promoted = None, None
     if artifacts.store().published(run / "gate"):  # absent when the gate did not run
         decision = read_json(output_path(run / "gate", "decision"))
@@ -501,6 +848,9 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             target=spec.target,
             decision=decision,
             promoted=promoted,
+            tuning=tuning,
+            sweeps=sweeps or None,
+            explain=EXPLAIN,
             **_display(run),
         )
         write_manifest(
@@ -585,7 +935,7 @@ def data_changed(
 
 
 def _candidate_model(run: Path, name: str) -> tuple[Path, str]:
-    entry = read_manifest(run / "train" / name, verify=False)["outputs"]["model"]
+    entry = read_manifest(candidate_dir(run, name), verify=False)["outputs"]["model"]
     return Path(entry["path"]), entry["sha256"]
 
 
@@ -607,12 +957,11 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     metrics = read_json(output_path(run / "evaluate", "metrics"))
     board = read_json(output_path(run / "evaluate", "leaderboard"))
     # A metric without a value is null in leaderboard.json (NaN in files written before).
-    models = [
-        r
-        for r in board
-        if r["kind"] == "model" and r[spec.metric] is not None and np.isfinite(r[spec.metric])
-    ]
-    broken = [r["name"] for r in board if r["kind"] == "model" and r not in models]
+    # Candidates are models and ensembles; a single seed of an ensemble is never picked on the
+    # test split.
+    entries = [r for r in board if r["kind"] in CANDIDATE_KINDS]
+    models = [r for r in entries if r[spec.metric] is not None and np.isfinite(r[spec.metric])]
+    broken = [r["name"] for r in entries if r not in models]
     baselines = {n: s for n, s in metrics["scores"].items() if s["kind"] == "baseline"}
     candidate = (models[0]["name"], metrics["scores"][models[0]["name"]]) if models else None
     if candidate is None and broken:
@@ -626,7 +975,7 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     if healed["problem"]:
         note = f"{healed['problem']} Compared with the baselines only."
     frame = load_series(run)
-    windows, layout = load_windows(run)
+    layout = read_json(output_path(run / "window", "layout"))
     if pointer is not None:
         version = pointer["version"]
         meta = registry.meta(version)  # its files were just checked by `heal`
@@ -645,7 +994,15 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
         else:
             bundle = load_bundle(registry.bundle_dir(version))
             predicted = forecast_rows(bundle, frame, target_rows)
-            champion = (version, evaluation.score(actual, predicted, scale=metrics["mase_scale"]))
+            champion = (
+                version,
+                evaluation.score(
+                    actual,
+                    predicted,
+                    scale=metrics["mase_scale"],
+                    seasonal_scale=metrics.get("mase_seasonal_scale"),
+                ),
+            )
     decision = decide(
         metric=spec.metric,
         candidate=candidate,
@@ -665,7 +1022,8 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
         if decision["promote"]:
             path, sha = _candidate_model(run, decision["candidate"])
             model = load_model(path, sha256=sha)
-            x = np.ascontiguousarray(windows["test"].x[-sample_size:])  # [S, timesteps, inputs]
+            test = load_windows(run, timesteps=int(model.input_shape[1]))[0]["test"]
+            x = np.ascontiguousarray(test.x[-sample_size:])  # [S, timesteps, inputs]
             y = np.asarray(model(x, training=False), dtype=np.float64)  # [S, horizon], scaled
             if not np.all(np.isfinite(y)):
                 raise ArtifactError(f"candidate {decision['candidate']} predicts non-finite values")
@@ -755,7 +1113,7 @@ def promote(
             return {"version": None, "pruned": [], "refused": why}
         name = decision["candidate"]
         model_path, _ = _candidate_model(run, name)
-        gate_dir, train_dir = run / "gate", run / "train" / name
+        gate_dir, train_dir = run / "gate", candidate_dir(run, name)
         files = {
             "model": model_path,
             "scaler": output_path(run / "split_scale", "scaler"),
@@ -770,12 +1128,12 @@ def promote(
         meta = {
             "model": {"name": name, "type": spec.model(name).type, **trained["params"]},
             "window": {
-                "timesteps": layout["timesteps"],
+                "timesteps": trained["params"].get("timesteps", layout["timesteps"]),
                 "horizon": layout["horizon"],
                 "inputs": layout["inputs"],
             },
             "schema": {
-                "timestamp": spec.timestamp,
+                "timestamp": spec.timestamp_name,
                 "columns": layout["columns"],
                 "features": spec.features,
                 "target": spec.target,
@@ -1013,4 +1371,54 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
         "html": artifacts.where(out / "index.html"),
         "scored_steps": int(scored["actual"].notna().sum()),
         "by_version": by_version[["model_version", "scored_steps", "mae"]].to_dict("records"),
+    }
+
+
+# ---------------------------------------------------------------- every step in one process
+
+
+def run_all(
+    spec_file: str | Path,
+    *,
+    run_id: str,
+    cutoff: datetime | None = None,
+    epochs: int | None = None,
+    promote_candidate: bool = True,
+) -> dict[str, Any]:
+    """The training DAG's steps one after another in this process, as the DAG wires them (the
+    benchmark and tests use it; it trains whatever the fingerprint says).
+
+    Returns:
+        {"run_dir", "seconds": {step: s}, "evaluated": evaluate's result, "decided": gate's,
+        "promoted": promote's or None}.
+    """
+    times: dict[str, float] = {}
+
+    def timed(name: str, result: dict[str, Any]) -> dict[str, Any]:
+        times[name] = result.get("seconds", 0.0)
+        return result
+
+    ingested = timed("ingest", ingest(spec_file, run_id=run_id, cutoff=cutoff))
+    run = ingested["run_dir"]
+    for name in ("validate", "split_scale", "window"):
+        timed(name, globals()[name](run))
+    spec = run_spec(artifacts.local(run))
+    if spec.trials:
+        timed("plan_trials", plan_trials(run))
+        for name in spec.trials:
+            timed(f"trial[{name}]", trial(run, name, epochs=epochs))
+        timed("select", select(run))
+    trained = [timed(f"train[{m}]", train(run, m, epochs=epochs)) for m in spec.member_names]
+    evaluated = timed("evaluate", evaluate(run, trained))
+    decided = timed("gate", gate(run, run_id=run_id))
+    promoted = None
+    if decided["promote"] and promote_candidate:
+        promoted = timed("promote", promote(run, run_id=run_id))
+    timed("report", report(run, run_id=run_id))
+    return {
+        "run_dir": run,
+        "seconds": times,
+        "evaluated": evaluated,
+        "decided": decided,
+        "promoted": promoted,
     }

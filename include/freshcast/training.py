@@ -6,6 +6,9 @@ EarlyStopping restores the best weights, ModelCheckpoint keeps the best `.keras`
 BackupAndRestore lets a retried task resume from its last finished epoch. One attempt at a time
 uses a work folder: a retry (or an attempt a restarted scheduler started again) waits for the
 earlier attempt's process to end before it resumes from the backup (`attempt_lock`).
+
+`lr_sweep` is the classic learning-rate sweep: one short fit whose rate grows each epoch, and
+the loss at each rate.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import csv
 import fcntl
 import json
+import math
 import os
 import shutil
 import time
@@ -267,6 +271,110 @@ def read_epoch_log(path: Path) -> dict[str, list[float]]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+# A sweep stops once the loss passes this multiple of the best loss so far: it has diverged.
+DIVERGED = 4.0
+SUGGESTION_RULE = (
+    "one decade (10x) below the rate of the lowest training loss, clipped to [low, high]"
+)
+
+
+def lr_sweep(
+    model: keras.Model,
+    train: Windows,
+    *,
+    low: float,
+    high: float,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The learning-rate sweep: one short fit whose rate grows geometrically each epoch.
+
+    Epoch `e` trains at `low * (high / low) ** (e / (epochs - 1))` (LearningRateScheduler, which
+    overrides the rate `model` was compiled with), so the rates run from `low` to `high`. The
+    sweep stops after an epoch whose loss is NaN, infinite or above DIVERGED times the best so
+    far. `model` is trained in place: sweep a throwaway copy.
+
+    Args:
+        train: window views; x is [samples, timesteps, features], y is [samples, horizon].
+        low, high: the first and last rates, 0 < low < high.
+        epochs: epochs at most, one rate each.
+
+    Returns:
+        {"rates": [...], "losses": [...], "suggested": float | None, "rule": str}: the rate and
+        training loss of each epoch run (a loss that is not finite as None), the suggested rate
+        (`suggest_rate`) and one line saying how it was chosen.
+
+    Raises:
+        ValueError: low <= 0, low >= high or epochs < 1.
+    """
+    if not 0 < low < high:
+        raise ValueError(f"`low` must be > 0 and < `high`. Received: low={low}, high={high}")
+    if epochs < 1:
+        raise ValueError(f"`epochs` must be > 0. Received: epochs={epochs}")
+    rates = np.geomspace(low, high, epochs).tolist()  # low * (high / low) ** (e / (epochs - 1))
+    sweep = _SweepLog(log, name=model.name)
+    model.fit(
+        window_dataset(train, batch_size=batch_size, shuffle=True, seed=seed, epochs=range(epochs)),
+        steps_per_epoch=batches_per_epoch(len(train), batch_size),
+        epochs=epochs,
+        shuffle=False,  # the dataset shuffles, seeded per epoch
+        callbacks=[
+            keras.callbacks.LearningRateScheduler(lambda epoch: rates[epoch]),
+            EpochLog(log, name=f"{model.name} lr sweep", epochs=epochs),
+            sweep,
+        ],
+        verbose=0,
+    )
+    rates = rates[: len(sweep.losses)]
+    suggested = suggest_rate(rates, sweep.losses, low=low, high=high)
+    result = {
+        "rates": rates,
+        "losses": [loss if math.isfinite(loss) else None for loss in sweep.losses],
+        "suggested": suggested,
+        "rule": SUGGESTION_RULE,
+    }
+    log(f"{model.name} lr sweep: {len(rates)}/{epochs} epochs, suggested rate {suggested}")
+    return result
+
+
+def suggest_rate(
+    rates: list[float], losses: list[float | None], *, low: float, high: float
+) -> float | None:
+    """The rate one decade below the rate of the lowest finite loss, clipped to [low, high];
+    None when no loss is finite."""
+    finite = [(loss, rate) for rate, loss in zip(rates, losses, strict=True) if _finite(loss)]
+    if not finite:
+        return None
+    best_rate = min(finite)[1]
+    return min(max(best_rate / 10, low), high)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+class _SweepLog(keras.callbacks.Callback):
+    """Keeps each epoch's training loss and stops the fit once the loss diverges."""
+
+    def __init__(self, log: Callable[[str], None], *, name: str) -> None:
+        super().__init__()
+        self.log, self.name = log, name
+        self.losses: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", math.nan))
+        self.losses.append(loss)
+        best = min((v for v in self.losses if math.isfinite(v)), default=math.nan)
+        if not math.isfinite(loss) or loss > DIVERGED * best:
+            self.log(
+                f"{self.name} lr sweep: loss {loss:.5g} at epoch {epoch + 1} diverged "
+                f"(best {best:.5g}); stopping"
+            )
+            self.model.stop_training = True
 
 
 def predict(model: keras.Model, windows: Windows, *, batch_size: int) -> np.ndarray:

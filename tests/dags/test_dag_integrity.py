@@ -104,8 +104,22 @@ def test_schedules_come_from_the_specs(bundled):
 
 
 def test_train_is_mapped_over_the_specs_models(bundled):
-    train = bundled.dags["train_seattle_weather"].get_task("train")
-    assert train.op_kwargs_expand_input.value == {"model_name": ["lstm", "gru"]}
+    dag = bundled.dags["train_seattle_weather"]
+    assert dag.get_task("train").op_kwargs_expand_input.value == {"member": ["lstm", "gru"]}
+    assert "trial" not in dag.task_ids and "select" not in dag.task_ids  # no search: no tasks
+
+
+def test_seeds_and_a_search_are_mapped_tasks_in_the_training_pool(bundled):
+    dag = bundled.dags["train_seattle_hourly"]
+    members = [f"{m}-s{k}" for m in ("lstm", "gru") for k in (1, 2, 3)]
+    assert dag.get_task("train").op_kwargs_expand_input.value == {"member": members}
+    trial = dag.get_task("trial")
+    assert trial.op_kwargs_expand_input.value == {
+        "name": ["gru-lr", "gru-t1", "gru-t2", "gru-t3", "gru-t4"]
+    }
+    assert trial.pool == dag.get_task("train").pool == "training"
+    assert dag.get_task("select").upstream_task_ids == {"plan_trials", "trial"}
+    assert dag.get_task("train").upstream_task_ids == {"select"}
 
 
 def test_parsing_imports_no_heavy_module():

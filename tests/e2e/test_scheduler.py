@@ -52,8 +52,17 @@ def airflow(tmp_path, tiny, monkeypatch):
 
 def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     # Data the models learn in two epochs, so the run promotes a champion and its Asset event
-    # triggers the forecast DAG through the real scheduler.
-    write_tiny_pipeline(tiny["pipelines"], data=lagged_series(), models=LEARNING_MODELS)
+    # triggers the forecast DAG through the real scheduler. The GRU has two seeds and a small
+    # search with a learning-rate sweep, and every model sees the day of the week: the whole
+    # issue-12 path through the scheduler, as `make run PIPELINE=...` runs it.
+    search = {"trials": 2, "learning_rate": [0.01, 0.03], "lr_sweep": {"epochs": 3}}
+    gru = {**LEARNING_MODELS[1], "seeds": 2, "tune": search}
+    write_tiny_pipeline(
+        tiny["pipelines"],
+        data=lagged_series(),
+        models=[LEARNING_MODELS[0], gru],
+        calendar=["dayofweek"],
+    )
     # A broken spec beside the good one: reported as an import error, the good DAG still runs.
     write_tiny_pipeline(tiny["pipelines"], name="broken", models=[{"type": "lstm", "units": [0]}])
     # And a pipeline whose data has a bad value, for make run's failure path.
@@ -81,8 +90,14 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
         "validate",
         "split_scale",
         "window",
+        "plan_trials",
+        "trial[gru-lr]",
+        "trial[gru-t1]",
+        "trial[gru-t2]",
+        "select",
         "train[lstm]",
-        "train[gru]",
+        "train[gru-s1]",
+        "train[gru-s2]",
         "evaluate",
         "gate",
         "promote",
@@ -125,9 +140,15 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     ], output
     run_dir = Path(client.xcom("train_tiny", run_id, "report")["html"]).parents[1]
     assert run_dir.parent == tiny["artifacts"] / "tiny" / "runs"
-    # The pool that make run creates is the one train used.
+    # The pool that make run creates is the one train and the trials used.
     tis = client.task_instances("train_tiny", run_id)
-    assert {ti["pool"] for ti in tis if ti["task_id"] == "train"} == {"training"}
+    assert {ti["pool"] for ti in tis if ti["task_id"] in ("train", "trial")} == {"training"}
+    board = json.loads((run_dir / "evaluate" / "leaderboard.json").read_text())
+    kinds = {row["name"]: row["kind"] for row in board}
+    assert kinds["gru"] == "ensemble" and kinds["gru-s1"] == kinds["gru-s2"] == "seed"
+    chosen = json.loads((run_dir / "select" / "trials.json").read_text())["models"]["gru"]
+    assert chosen["trial"] in ("gru-t1", "gru-t2")
+    assert (run_dir / "report" / "lr_sweep_gru.png").stat().st_size > 0
 
     # Bad data: make run's exit code says so and its output names the row and the fix.
     failed: list[str] = []

@@ -56,9 +56,46 @@ def test_mase_is_nan_for_a_degenerate_scale(scale):
 
 def test_score_has_every_metric():
     scores = ev.score(Y, P, scale=0.5)
-    assert tuple(scores) == ev.METRICS
+    assert tuple(scores) == (*ev.METRICS, *ev.EXTRA_METRICS, "per_step")
     assert scores["mae"] == pytest.approx(1.0)
     assert scores["mase"] == pytest.approx(2.0)
+    assert scores["mase_seasonal"] is None  # no seasonal scale given
+    assert scores["per_step"] == {
+        "mae": [pytest.approx(1.0)],
+        "rmse": [pytest.approx((5 / 3) ** 0.5)],
+    }
+
+
+def test_score_per_step_and_seasonal_mase_match_hand_computed_values():
+    y = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # [samples=2, horizon=3]
+    p = np.array([[2.0, 2.0, 3.0], [4.0, 8.0, 2.0]])  # errors [[1, 0, 0], [0, 3, 4]]
+    scores = ev.score(y, p, scale=0.5, seasonal_scale=4.0)
+    assert scores["mae"] == pytest.approx(8 / 6)
+    assert scores["mase"] == pytest.approx(8 / 6 / 0.5)
+    assert scores["mase_seasonal"] == pytest.approx(8 / 6 / 4.0)
+    assert scores["per_step"]["mae"] == pytest.approx([0.5, 1.5, 2.0])
+    assert scores["per_step"]["rmse"] == pytest.approx([0.5**0.5, 4.5**0.5, 8**0.5])
+    assert ev.score(y, p, scale=0.5, seasonal_scale=0.0)["mase_seasonal"] is None
+
+
+def test_score_rejects_more_than_two_dimensions():
+    with pytest.raises(ValueError, match=r"\(samples, horizon\) or \(samples,\)"):
+        ev.score(np.ones((2, 3, 1)), np.ones((2, 3, 1)), scale=1.0)
+
+
+def test_every_figure_has_an_explanation():
+    assert set(ev.EXPLAIN) == {*ev.METRICS, *ev.EXTRA_METRICS, "per_step", "spread"}
+    assert all(isinstance(text, str) and "\n" not in text for text in ev.EXPLAIN.values())
+    assert "one-step naive" in ev.EXPLAIN["mase"]
+    assert "seasonal naive" in ev.EXPLAIN["mase_seasonal"]
+
+
+def test_spread_is_the_sample_standard_deviation_of_the_finite_values():
+    assert ev.spread([1.0, 2.0, 3.0, 4.0]) == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    assert ev.spread([1.0, None, math.nan, 3.0, math.inf]) == pytest.approx(2**0.5)
+    assert ev.spread(np.array([2.0, 2.0])) == 0.0
+    assert ev.spread([1.0, None, math.nan]) is None
+    assert ev.spread([]) is None
 
 
 def test_score_holds_none_for_a_metric_without_a_value():
@@ -75,7 +112,12 @@ def test_a_forecast_with_a_non_finite_value_has_no_score(bad):
     with np.errstate(invalid="ignore"):  # inf - inf, inf / inf
         for metric in (ev.mae, ev.rmse, ev.mape, ev.smape):
             assert not math.isfinite(metric(Y, p)), metric.__name__
-    assert ev.score(Y, p, scale=1.0) == dict.fromkeys(ev.METRICS)
+    assert ev.score(Y, p, scale=1.0, seasonal_scale=1.0) == {
+        **dict.fromkeys((*ev.METRICS, *ev.EXTRA_METRICS)),
+        "per_step": {"mae": [None], "rmse": [None]},
+    }
+    steps = ev.score(np.ones((2, 3)), np.where(np.eye(2, 3), bad, 1.0), scale=1.0)["per_step"]
+    assert steps == {"mae": [None] * 3, "rmse": [None] * 3}  # one per step, every one None
 
 
 def test_rmse_whose_squares_overflow_has_no_value():
@@ -203,6 +245,124 @@ def test_ridge_forecast_shape_errors():
         ev.ridge_forecast(x, np.zeros((5, 1)), np.zeros((5, 2, 4)))
     with pytest.raises(ValueError, match=r"with 5 samples. Received: shape=\(4, 1\)"):
         ev.ridge_forecast(x, np.zeros((4, 1)), x)
+    with pytest.raises(ValueError, match=r"at least one sample. Received: shape=\(0, 2, 3\)"):
+        ev.ridge_fit(x[:0], np.zeros((0, 1)))
+    with pytest.raises(ValueError, match=r"`batch_size` must be > 0\. Received: batch_size=0"):
+        ev.ridge_fit(x, np.zeros((5, 1)), batch_size=0)
+    normal = ev.ridge_fit(x, np.zeros((5, 1)))
+    with pytest.raises(ValueError, match=r"features \(2, 3\)\. Received: shape=\(5, 3, 2\)"):
+        normal.predict(np.zeros((5, 3, 2)), 1.0)
+    for alpha in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match=f"Received: alpha={alpha}"):
+            normal.solve(alpha)
+
+
+def _noisy_windows(seed: int = 0):
+    """40 inputs per window (10 x 4) and a weak signal under unit noise: ordinary least squares
+    on 60 windows fits the noise, a strong penalty does better."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(260, 10, 4))  # [samples, timesteps, features]
+    y = (x.reshape(260, -1) @ (0.1 * rng.normal(size=40)))[:, None] + rng.normal(size=(260, 2))
+    return x, y
+
+
+def test_ridge_select_picks_a_large_alpha_for_many_noisy_inputs():
+    x, y = _noisy_windows()
+    got = ev.ridge_select(x[:60], y[:60], x[60:160], y[60:160], x[160:])
+    assert got.alphas == ev.ALPHAS and len(got.val_mae) == len(ev.ALPHAS)
+    assert got.alpha > 1.0
+    assert got.alpha == got.alphas[int(np.argmin(got.val_mae))]
+    np.testing.assert_allclose(
+        got.predictions, ev.ridge_forecast(x[:60], y[:60], x[160:], alpha=got.alpha)
+    )
+    # the recorded figure is the validation MAE of that alpha's forecasts
+    val = ev.ridge_forecast(x[:60], y[:60], x[60:160], alpha=got.alpha)
+    assert min(got.val_mae) == pytest.approx(ev.mae(y[60:160], val))
+    assert list(got.validation) == [
+        "0.0001",
+        "0.001",
+        "0.01",
+        "0.1",
+        "1",
+        "10",
+        "100",
+        "1000",
+        "10000",
+    ]
+    assert list(got.validation.values()) == list(got.val_mae)
+    assert got.to_json() == {"alpha": got.alpha, "validation_mae": got.validation}
+    json.dumps(got.to_json(), allow_nan=False)
+
+
+def test_ridge_select_picks_a_tiny_alpha_for_a_nearly_noise_free_relation():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 10, 4))
+    y = x.reshape(200, -1) @ rng.normal(size=(40, 3)) + 1e-6 * rng.normal(size=(200, 3))
+    got = ev.ridge_select(x[:100], y[:100], x[100:150], y[100:150], x[150:])
+    assert got.alpha == min(ev.ALPHAS)
+    assert got.alpha == got.alphas[int(np.argmin(got.val_mae))]
+    np.testing.assert_allclose(got.predictions, y[150:], atol=1e-3)
+
+
+def test_ridge_select_never_reads_the_test_windows_for_the_choice():
+    x, y = _noisy_windows()
+    got = ev.ridge_select(x[:60], y[:60], x[60:160], y[60:160], x[160:])
+    for other in (x[160:] * 100.0, np.zeros((3, 10, 4)), x[:60]):
+        again = ev.ridge_select(x[:60], y[:60], x[60:160], y[60:160], other)
+        assert (again.alpha, again.val_mae) == (got.alpha, got.val_mae)
+        assert again.predictions.shape == (other.shape[0], 2)
+
+
+def test_ridge_select_breaks_ties_towards_the_larger_alpha():
+    # Constant inputs: every alpha forecasts the training mean, and the simplest model wins.
+    x = np.ones((20, 3, 2))
+    rng = np.random.default_rng(0)
+    got = ev.ridge_select(
+        x[:10],
+        rng.normal(size=(10, 1)),
+        x[10:15],
+        rng.normal(size=(5, 1)),
+        x[15:],
+        alphas=(0.1, 10.0, 1.0),
+    )
+    assert len(set(got.val_mae)) == 1
+    assert got.alpha == 10.0
+
+
+def test_ridge_select_errors():
+    x, y = _noisy_windows()
+    args = (x[:60], y[:60], x[60:160], y[60:160], x[160:])
+    with pytest.raises(ValueError, match=r"`y_val` must be \(samples, horizon\) = \(100, 2\)"):
+        ev.ridge_select(*args[:3], y[60:160, :1], args[4])
+    with pytest.raises(
+        ValueError, match=r"`x_train` and `x_val` .* \(60, 10, 4\) and \(100, 10, 3\)"
+    ):
+        ev.ridge_select(args[0], args[1], x[60:160, :, :3], *args[3:])
+    with pytest.raises(ValueError, match=r"`x_train` and `x_test`"):
+        ev.ridge_select(*args[:4], x[160:, :2])
+    with pytest.raises(ValueError, match="at least one sample"):
+        ev.ridge_select(*args[:2], x[:0], y[:0], args[4])
+    with pytest.raises(ValueError, match=r"`alphas` must hold at least one"):
+        ev.ridge_select(*args, alphas=())
+    with pytest.raises(ValueError, match=r"Received: alpha=-1.0"):
+        ev.ridge_select(*args, alphas=(1.0, -1.0))
+
+
+def test_ridge_normal_equations_are_solved_once_for_any_alpha():
+    from sklearn.linear_model import Ridge
+
+    x, y = _noisy_windows()
+    flat = x[:60].reshape(60, -1)
+    normal = ev.ridge_fit(x[:60], y[:60], batch_size=7)
+    for alpha in (1e-4, 1.0, 1e4):
+        coef, intercept = normal.solve(alpha)
+        want = Ridge(alpha=alpha).fit(flat, y[:60])
+        np.testing.assert_allclose(coef, want.coef_.T, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(intercept, want.intercept_, rtol=1e-7, atol=1e-10)
+    # alpha=0 with more inputs than windows: the minimum-norm least-squares fit, not inf
+    coef, intercept = ev.ridge_fit(x[:20], y[:20]).solve(0.0)
+    assert np.isfinite(coef).all()
+    np.testing.assert_allclose(x[:20].reshape(20, -1) @ coef + intercept, y[:20], atol=1e-6)
 
 
 def _scores():
@@ -235,7 +395,15 @@ def test_leaderboard_sorts_ascending_with_nan_last_and_ties_by_name():
     assert [r["name"] for r in rows] == ["gru", "lstm", "persistence", "broken"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert rows[3]["mae"] is None and rows[3]["mase"] is None  # no value: null in JSON
-    assert list(rows[0]) == ["rank", "name", "kind", *ev.METRICS]
+    assert list(rows[0]) == [
+        "rank",
+        "name",
+        "kind",
+        *ev.METRICS,
+        "mase_seasonal",
+        "mae_by_step",
+        "rmse_by_step",
+    ]
     assert rows[2]["kind"] == "baseline"
     assert [r["name"] for r in ev.leaderboard(scores, metric="rmse")] == [
         "broken",
@@ -261,6 +429,57 @@ def test_leaderboard_takes_none_and_missing_metrics_as_no_value():
         ("d", None),
     ]
     assert rows[1]["rmse"] is None
+
+
+def test_leaderboard_carries_seasonal_mase_steps_and_extras():
+    y = np.array([[1.0, 2.0], [3.0, 4.0]])
+    scores = {
+        "gru": {"kind": "model", **ev.score(y, y + np.array([1.0, 2.0]), scale=1.0)},
+        "gru_seed_1": {"kind": "seed", "of": "gru", "seed": np.int64(1), "mae": 1.4},
+        "mean_of_2": {
+            "kind": "ensemble",
+            "members": ("gru", "lstm"),
+            "spread": np.float64(0.25),
+            "mae": 1.2,
+            "mae_by_step": [1.0, math.nan],
+        },
+        "ridge": {
+            "kind": "baseline",
+            "alpha": 10.0,
+            **ev.score(y, y + 3.0, scale=1.0, seasonal_scale=2.0),
+        },
+        "tuned": {"kind": "model", "trial": 7, "mae": 3.5, "spread": math.nan},
+    }
+    rows = {row["name"]: row for row in ev.leaderboard(scores, metric="mae")}
+    assert [row["name"] for row in ev.leaderboard(scores, metric="mae")] == [
+        "mean_of_2",
+        "gru_seed_1",
+        "gru",
+        "ridge",
+        "tuned",
+    ]
+    assert rows["gru"]["mae_by_step"] == [1.0, 2.0] and rows["gru"]["rmse_by_step"] == [1.0, 2.0]
+    assert rows["gru"]["mase_seasonal"] is None
+    assert rows["ridge"]["mase_seasonal"] == pytest.approx(1.5) and rows["ridge"]["alpha"] == 10.0
+    assert rows["gru_seed_1"] | {} == {
+        "rank": 2,
+        "name": "gru_seed_1",
+        "kind": "seed",
+        **dict.fromkeys(ev.METRICS),
+        "mae": 1.4,
+        "mase_seasonal": None,
+        "mae_by_step": None,
+        "rmse_by_step": None,
+        "of": "gru",
+        "seed": 1,
+    }
+    assert type(rows["gru_seed_1"]["seed"]) is int  # numpy scalars leave as plain JSON
+    assert rows["mean_of_2"]["members"] == ["gru", "lstm"]
+    assert rows["mean_of_2"]["spread"] == 0.25 and type(rows["mean_of_2"]["spread"]) is float
+    assert rows["mean_of_2"]["mae_by_step"] == [1.0, None]
+    assert rows["tuned"]["trial"] == 7 and rows["tuned"]["spread"] is None
+    assert "alpha" not in rows["gru"]  # only the extras an entry has
+    json.dumps(list(rows.values()), allow_nan=False)
 
 
 def test_leaderboard_errors():

@@ -9,7 +9,13 @@ import pytest
 from freshcast.gate import decide
 from freshcast.spec import GateSpec
 
-BASELINES = {"persistence": {"mae": 2.0}, "seasonal_naive_7": {"mae": 1.8}, "ridge": {"mae": 0.5}}
+BASELINES = {"persistence": {"mae": 2.0}, "seasonal_naive_7": {"mae": 1.8}, "ridge": {"mae": 1.9}}
+# seattle_weekly's test window: simple_rnn beats persistence and seasonal naive, not ridge.
+SEATTLE = {
+    "persistence": {"kind": "baseline", "mae": 2.240},
+    "seasonal_naive_52": {"kind": "baseline", "mae": 2.9},
+    "ridge": {"kind": "baseline", "mae": 2.186, "alpha": 10.0},
+}
 
 
 def run(candidate_mae, champion_mae=None, *, margin=0.0, margin_type="relative", **kw):
@@ -18,8 +24,18 @@ def run(candidate_mae, champion_mae=None, *, margin=0.0, margin_type="relative",
         candidate=None if candidate_mae is None else ("lstm", {"mae": candidate_mae}),
         champion=None if champion_mae is None else (3, {"mae": champion_mae}),
         baselines=kw.get("baselines", BASELINES),
-        gate=GateSpec(margin=margin, margin_type=margin_type),
+        gate=GateSpec(margin=margin, margin_type=margin_type, **kw.get("gate", {})),
         champion_note=kw.get("note"),
+    )
+
+
+def seattle(champion_mae=None, **gate):
+    return decide(
+        metric="mae",
+        candidate=("simple_rnn", {"kind": "model", "mae": 2.216}),
+        champion=None if champion_mae is None else (3, {"mae": champion_mae}),
+        baselines=SEATTLE,
+        gate=GateSpec(**gate),
     )
 
 
@@ -29,8 +45,97 @@ def test_first_run_promotes_when_the_baselines_are_beaten():
     assert decision.champion_version is None
     assert "no champion yet: beating the baselines suffices" in decision.reasons
     assert decision.reasons[-1] == "promote"
-    # Ridge is on the leaderboard but is not a gate: only the naive forecasts are.
-    assert decision.scores["ridge"] == {"role": "baseline", "mae": 0.5}
+    assert decision.must_beat == ["persistence", "seasonal_naive_7", "ridge"]
+    assert decision.lost_to == []
+    assert decision.scores["ridge"] == {"role": "baseline", "mae": 1.9}
+
+
+def test_a_candidate_that_loses_to_ridge_only_is_refused_naming_ridge():
+    from freshcast.gate import verdict
+
+    decision = seattle()
+    assert not decision.promote
+    assert "simple_rnn mae 2.216 beats persistence 2.24" in decision.reasons
+    assert "simple_rnn mae 2.216 beats seasonal_naive_52 2.9" in decision.reasons
+    assert "simple_rnn mae 2.216 does not beat ridge 2.186" in decision.reasons
+    assert decision.lost_to == ["ridge"]
+    assert verdict(decision.to_json(), unit="°C", decimals=1) == (
+        "no champion yet: candidate simple_rnn (mae 2.22 °C) refused: ridge 2.19 °C beats it"
+    )
+    with_champion = seattle(2.3).to_json()
+    assert any("beats champion v3" in r for r in with_champion["reasons"])
+    assert verdict(with_champion, unit="°C", decimals=1) == (
+        "champion v3 kept: candidate simple_rnn 2.22 °C vs 2.30 °C (mae); "
+        "does not beat ridge 2.19 °C"
+    )
+
+
+def test_the_verdict_names_every_baseline_that_won_best_first():
+    from freshcast.gate import verdict
+
+    decision = run(1.95).to_json()  # beats persistence 2.0 only
+    assert decision["lost_to"] == ["seasonal_naive_7", "ridge"]
+    assert verdict(decision, decimals=1) == (
+        "no champion yet: candidate lstm (mae 1.95) refused: seasonal_naive_7 1.80 and ridge "
+        "1.90 beat it"
+    )
+    assert verdict(run(1.95, 2.5).to_json(), decimals=1).endswith(
+        "; does not beat seasonal_naive_7 1.80 or ridge 1.90"
+    )
+
+
+def test_beat_lists_the_baselines_that_gate():
+    decision = seattle(beat=["persistence", "seasonal_naive"])
+    assert decision.promote
+    assert decision.must_beat == ["persistence", "seasonal_naive_52"]
+    assert not any("ridge" in r for r in decision.reasons)
+    assert decision.scores["ridge"]["role"] == "baseline"  # still recorded beside the others
+    assert not seattle(beat=["ridge"]).promote
+
+
+def test_an_empty_beat_leaves_the_champion_comparison_only():
+    from freshcast.gate import verdict
+
+    first = run(5.0, gate={"beat": []})  # worse than every baseline
+    assert first.promote and first.must_beat == []
+    assert "no champion yet and no baseline to beat" in first.reasons[-2]
+    assert verdict(first.to_json(), promoted=1, decimals=1) == (
+        "lstm promoted to v1: mae 5.00 (no champion, and no baseline to beat)"
+    )
+    assert run(5.0, 6.0, gate={"beat": []}).promote
+    assert not run(5.0, 4.0, gate={"beat": []}).promote
+    assert not run(math.nan, gate={"beat": []}).promote
+
+
+NAIVE = {"persistence": {"mae": 2.0}, "seasonal_naive_7": {"mae": 1.8}}
+
+
+@pytest.mark.parametrize(
+    ("gate", "baselines", "missing"),
+    [
+        ({}, NAIVE, "ridge"),  # the default beat lists all three
+        ({"beat": ["ridge"]}, NAIVE, "ridge"),
+        ({"beat": ["seasonal_naive"]}, {"persistence": {"mae": 2.0}}, "seasonal_naive_<season>"),
+    ],
+)
+def test_a_listed_baseline_without_scores_is_an_error(gate, baselines, missing):
+    with pytest.raises(ValueError, match=f"no '{missing}' baseline was scored"):
+        run(1.0, baselines=baselines, gate=gate)
+    with pytest.raises(ValueError, match="Received baselines: "):
+        run(None, baselines=baselines, gate=gate)  # even with no candidate
+
+
+def test_the_candidate_kind_plays_no_part():
+    as_model = seattle(beat=["persistence"])
+    ensemble = decide(
+        metric="mae",
+        candidate=("mean_of_3", {"kind": "ensemble", "mae": 2.216, "members": ["a", "b", "c"]}),
+        champion=None,
+        baselines=SEATTLE,
+        gate=GateSpec(beat=["persistence"]),
+    )
+    assert ensemble.promote is as_model.promote is True
+    assert ensemble.scores["mean_of_3"]["kind"] == "ensemble"
 
 
 def test_first_run_refused_when_a_baseline_is_better():
@@ -112,8 +217,8 @@ def test_an_incomparable_champion_is_named_in_the_reasons():
 
 
 def test_baselines_are_required():
-    with pytest.raises(ValueError, match="needs persistence and seasonal naive"):
-        run(1.0, baselines={"persistence": {"mae": 2.0}})
+    with pytest.raises(ValueError, match=r"must beat seasonal_naive \(gate.beat=\["):
+        run(1.0, baselines={"persistence": {"mae": 2.0}, "ridge": {"mae": 2.0}})
 
 
 def test_decision_is_json_ready():
@@ -183,7 +288,24 @@ def test_the_verdict_says_the_decision_in_one_sentence_with_units():
     )
     first = _decision(promote=True, champion_version=None, current_champion=None)
     first["scores"].pop("champion_v3")
+    # A decision recorded before "must_beat" and "lost_to" existed reads as it did.
     assert verdict(first, promoted=1, decimals=1) == (
         "gru promoted to v1: mae 2.31, beats the naive baselines (no champion to compare)"
+    )
+    assert verdict({**first, "must_beat": ["persistence", "ridge"]}, promoted=1, decimals=1) == (
+        "gru promoted to v1: mae 2.31, beats persistence and ridge (no champion to compare)"
+    )
+    old_refusal = _decision(
+        champion_version=None,
+        current_champion=None,
+        reasons=[
+            "gru mae 2.31 does not beat persistence 2.2",
+            "no champion yet: beating the baselines suffices",
+            "refuse",
+        ],
+    )
+    assert verdict(old_refusal, decimals=1) == (
+        "no champion yet: candidate gru (mae 2.31) refused: gru mae 2.31 does not beat "
+        "persistence 2.2"
     )
     assert verdict(_decision(candidate=None)) == "nothing to decide: no model trained"

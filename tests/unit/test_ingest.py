@@ -459,3 +459,146 @@ def test_a_long_package_name_is_quoted_in_part():
     with pytest.raises(SourceError) as info:
         load_source(spec)
     assert f"source.package '{'p' * 299}… (1,002 characters) is not installed" in str(info.value)
+
+
+# --- timestamps of several columns: date parts, or text joined with a space -----------------------
+
+PARTS = ["year", "month", "day", "hour"]
+
+
+def test_date_parts_become_one_iso_column_first(tmp_path):
+    path = write_csv(
+        tmp_path / "s.csv",
+        "No,year,month,day,hour,y,x\n1,2014,3,9,5,1.5,10\n2,2014,3,9,6,2.5,20\n3,2016,2,29,23,3,30\n",
+    )
+    frame = load_source(make_spec({"path": str(path)}, timestamp=PARTS, frequency="h"))
+    assert list(frame.columns) == ["year+month+day+hour", "x", "y"]
+    assert frame["year+month+day+hour"].tolist() == [
+        "2014-03-09T05:00:00",
+        "2014-03-09T06:00:00",
+        "2016-02-29T23:00:00",
+    ]
+    assert frame["y"].tolist() == [1.5, 2.5, 3.0]
+
+
+def test_date_parts_in_any_case_from_parquet_and_a_part_left_out(tmp_path):
+    path = tmp_path / "s.parquet"
+    pd.DataFrame({"Year": [2024, 2024], "Month": [1, 2], "y": [1.0, 2.0], "x": [3, 4]}).to_parquet(
+        path
+    )
+    frame = load_source(make_spec({"path": str(path)}, timestamp=["Year", "Month"], frequency="MS"))
+    assert frame["Year+Month"].tolist() == ["2024-01-01T00:00:00", "2024-02-01T00:00:00"]
+
+
+@pytest.mark.parametrize(
+    ("row", "said"),
+    [
+        ("2014,3,9,5.5", "column 'hour' (hour), row 2: '5.5' is not a whole number"),
+        ("2014,3,9,24", "column 'hour' (hour), row 2: '24' is out of range 0..23"),
+        ("2014,13,9,5", "column 'month' (month), row 2: '13' is out of range 1..12"),
+        ("2014,2,29,5", "column 'day' (day), row 2: '29' is out of range 1..28"),
+        ("2014,3,,5", "column 'day' (day), row 2: is empty"),
+        ("two,3,9,5", "column 'year' (year), row 2: 'two' is not a whole number"),
+    ],
+)
+def test_a_bad_date_part_names_the_file_the_column_and_the_row(tmp_path, row, said):
+    path = write_csv(tmp_path / "s.csv", f"year,month,day,hour,y,x\n2014,3,9,4,1,2\n{row},1,2\n")
+    with pytest.raises(SourceError) as info:
+        load_source(make_spec({"path": str(path)}, timestamp=PARTS, frequency="h"))
+    assert str(info.value).startswith(f"{path}: {said} (1 such row(s)). A ")
+    assert str(info.value).endswith("; fix the data.")
+
+
+def test_a_file_without_a_timestamp_column_is_named(tmp_path):
+    path = write_csv(tmp_path / "s.csv", "year,month,hour,y,x\n2014,3,4,1,2\n")
+    with pytest.raises(SourceError) as info:
+        load_source(make_spec({"path": str(path)}, timestamp=PARTS, frequency="h"))
+    assert str(info.value) == (
+        f"{path}: column 'day' (spec field 'timestamp') is missing; the file has "
+        "['year', 'month', 'hour', 'y', 'x']. Fix the spec field or the file's header."
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"timestamp": ["year", "day"]}, "the date parts ['year', 'day'] skip ['month']"),
+        ({"timestamp": ["month", "day"]}, "the date parts ['month', 'day'] skip ['year']"),
+        ({"timestamp": ["year", "Year"]}, "names a date part twice: ['year', 'Year']"),
+        (
+            {"timestamp": ["year", "month"], "timestamp_format": "%Y"},
+            "are combined as ISO 8601, so `timestamp_format` ('%Y') does not apply; remove it",
+        ),
+    ],
+)
+def test_date_parts_that_cannot_make_a_timestamp_name_the_spec_field(tmp_path, changes, said):
+    path = write_csv(tmp_path / "s.csv", "year,Year,month,day,y,x\n2014,2014,3,9,1,2\n")
+    with pytest.raises(SourceError) as info:
+        load_source(make_spec({"path": str(path)}, **changes))
+    assert str(info.value).startswith("pipeline 'demo': field 'timestamp'")
+    assert said in str(info.value)
+
+
+DATE_TIME = {"timestamp": ["Date", "Time"], "timestamp_format": "%d/%m/%Y %H.%M.%S"}
+
+
+def test_text_columns_are_joined_with_a_space_and_parsed_by_validate(tmp_path):
+    from freshcast.validate import validate_frame
+
+    path = write_csv(
+        tmp_path / "s.csv",
+        "Date;Time;y;x\n"
+        "10/03/2004;18.00.00;1;10\n"
+        "10/03/2004;19.00.00;2;20\n"
+        "10/03/2004;;3;30\n".replace(";", ","),
+    )
+    spec = make_spec({"path": str(path)}, frequency="h", **DATE_TIME)
+    frame = load_source(spec)
+    assert list(frame.columns) == ["Date+Time", "x", "y"]
+    assert frame["Date+Time"].tolist() == ["10/03/2004 18.00.00", "10/03/2004 19.00.00", None]
+    with pytest.raises(
+        ValueError, match=r"column 'Date\+Time' \(made of \['Date', 'Time'\]\), row 3"
+    ):
+        validate_frame(frame, spec, source=str(path))
+    series, _ = validate_frame(frame.iloc[:2], spec, source="s", for_training=False)
+    assert series.index.tolist() == [
+        pd.Timestamp("2004-03-10 18:00", tz="UTC"),
+        pd.Timestamp("2004-03-10 19:00", tz="UTC"),
+    ]
+
+
+def test_combined_stamps_are_ordered_and_cut_off_by_time_not_text(tmp_path):
+    # Day-first text sorts wrongly as text: 01/04 (1 April) before 31/03 (31 March).
+    folder = tmp_path / "landing"
+    write_csv(folder / "a.csv", "Date,Time,y,x\n31/03/2024,23.00.00,1,1\n01/04/2024,00.00.00,2,2\n")
+    write_csv(folder / "b.csv", "Date,Time,y,x\n31/03/2024,22.00.00,0,0\n01/04/2024,00.00.00,9,9\n")
+    spec = make_spec({"path": f"{folder}/"}, frequency="h", **DATE_TIME)
+    frame = load_source(spec)
+    assert frame["Date+Time"].tolist() == [
+        "31/03/2024 22.00.00",
+        "31/03/2024 23.00.00",
+        "01/04/2024 00.00.00",
+    ]
+    assert frame["y"].tolist() == [0, 1, 9]  # the file read last wins
+    cut = load_source(spec, cutoff=datetime(2024, 3, 31, 23, tzinfo=UTC))
+    assert cut["y"].tolist() == [0, 1]
+
+
+def test_cutoff_on_date_parts(tmp_path):
+    path = write_csv(
+        tmp_path / "s.csv",
+        "year,month,day,hour,y,x\n2014,3,9,5,1,1\n2014,3,9,6,2,2\n2014,3,10,0,3,3\n",
+    )
+    spec = make_spec({"path": str(path)}, timestamp=PARTS, frequency="h")
+    frame = load_source(spec, cutoff=datetime(2014, 3, 9, 6, tzinfo=UTC))
+    assert frame["y"].tolist() == [1, 2]
+
+
+def test_to_utc_with_a_format():
+    stamps = to_utc(
+        pd.Series(["01/02/2024 13.30.00", "bad"]), format="%d/%m/%Y %H.%M.%S", errors="coerce"
+    )
+    assert stamps.iloc[0] == pd.Timestamp("2024-02-01 13:30", tz="UTC")
+    assert pd.isna(stamps.iloc[1])
+    with pytest.raises(ValueError):
+        to_utc(pd.Series(["2024-02-01"]), format="%d/%m/%Y")

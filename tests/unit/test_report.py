@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -319,12 +320,17 @@ def test_summary_is_strict_json_and_renders_the_same_page(written):
     assert set(summary) == {
         "title", "pipeline", "run_id", "target", "unit", "decimals", "metric", "horizon",
         "test_points", "zoom", "shown", "leaderboard", "best", "reference", "flags",
-        "per_step", "training", "gate", "images",
+        "per_step", "per_step_rmse", "training", "gate", "tuning", "sweeps", "explain",
+        "images",
     }  # fmt: skip
     assert summary["title"] == f"demo: run {RUN_ID}"
     assert (summary["horizon"], summary["test_points"], summary["zoom"]) == (2, 12, 10)
     assert summary["shown"] == ["gru", "ridge", "lstm"]
     assert summary["per_step"]["gru"] == pytest.approx([0.5, 1.0])
+    # Errors of +-0.5 and +-1.0: the RMSE per step equals the MAE.
+    assert summary["per_step_rmse"]["gru"] == pytest.approx([0.5, 1.0])
+    assert summary["tuning"] is None and summary["sweeps"] == []
+    assert summary["explain"] == report.EXPLAIN
     assert summary["training"]["gru"]["best_epoch"] == 3
     assert summary["images"] == {
         "forecast": "forecast.png",
@@ -402,11 +408,16 @@ def test_every_shown_string_is_escaped():
         target=EVIL,
         unit=EVIL,
         decision=decision,
+        tuning={"trials": [{"name": EVIL, "model": EVIL, "params": {EVIL: EVIL}, "val_mae": 1.0}]},
+        sweeps={f"../{EVIL}": _sweep(rule=EVIL)},
+        explain={"mase": EVIL},
     )
     page = page_head(summary["title"]) + render_run(summary, files='x"/')
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
     assert 'src="x&quot;/loss.png"' in page
+    # The sweep's file is named from safe characters only.
+    assert summary["sweeps"][0]["image"] == "lr_sweep_script_alert_1_script.png"
 
 
 def test_files_prefixes_every_image_and_horizon_one_has_no_step_section(tmp_path):
@@ -447,6 +458,282 @@ def test_errors(tmp_path):
         with pytest.raises(ValueError, match=f"Received: {name}={value}"):
             write_report(tmp_path, metric="mae", predictions=_predictions(), **bad, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------- ensembles, seeds, per-step lists, search, sweeps
+
+
+def _ensemble_board():
+    """Ranked by MAE (°C, data to 0.1, so 2 decimals): the lstm ensemble of three seeds (spread
+    0.05), its seeds scattered through the ranks, gru, ridge with its alpha, persistence. The
+    per-step lists differ from what the predictions give, so the page must show these."""
+
+    def row(rank, name, kind, mae, **extra):
+        return {
+            "rank": rank, "name": name, "kind": kind, "mae": mae, "rmse": 2 * mae,
+            "mape": 3.0, "smape": 4.0, "mase": mae / 2.5, "mase_seasonal": mae / 2.0, **extra,
+        }  # fmt: skip
+
+    seeds = ["lstm-s1", "lstm-s2", "lstm-s3"]
+    return [
+        row(1, "lstm", "ensemble", 1.4, members=seeds, spread=0.05,
+            mae_by_step=[1.2, 1.6], rmse_by_step=[1.5, 2.5]),
+        row(2, "lstm-s2", "seed", 1.45, of="lstm", seed=43,
+            mae_by_step=[0.1, 0.1], rmse_by_step=[0.1, 0.1]),
+        row(3, "gru", "model", 1.5, mae_by_step=[1.25, 1.75], rmse_by_step=[1.5, 2.1]),
+        row(4, "lstm-s1", "seed", 1.5, of="lstm", seed=42),
+        row(5, "ridge", "baseline", 1.8, alpha=10.0,
+            mae_by_step=[1.5, 2.1], rmse_by_step=[1.9, 2.7]),
+        row(6, "lstm-s3", "seed", 1.55, of="lstm", seed=44),
+        row(7, "persistence", "baseline", 2.0, mae_by_step=[1.0, 3.0], rmse_by_step=[1.25, None]),
+    ]  # fmt: skip
+
+
+def _tuning():
+    """Four trials of two models; gru-t1 is marked chosen by `models` alone, gru-t2 failed."""
+    return {
+        "metric": "mae",
+        "models": {
+            "lstm": {"chosen": "lstm-t2", "params": {"learning_rate": 0.003}, "val_mae": 1.1},
+            "gru": {"chosen": "gru-t1", "params": {"learning_rate": 0.01}, "val_mae": 1.3},
+        },
+        "trials": [
+            {"name": "lstm-t1", "model": "lstm", "params": {"learning_rate": 0.03, "units": 16,
+             "dropout": 0.0}, "val_mae": 1.6, "val_loss": 0.05, "epochs_run": 8, "chosen": False},
+            {"name": "gru-t2", "model": "gru", "params": {"learning_rate": 0.1, "units": 128},
+             "val_mae": None, "val_loss": None, "epochs_run": 2, "chosen": False},
+            {"name": "lstm-t2", "model": "lstm", "params": {"learning_rate": 0.003, "units": 32,
+             "dropout": 0.1}, "val_mae": 1.1, "val_loss": 0.01234, "epochs_run": 12,
+             "chosen": True},
+            {"name": "gru-t1", "model": "gru", "params": {"learning_rate": 0.01, "units": 64},
+             "val_mae": 1.3, "val_loss": 0.02, "epochs_run": 10},
+        ],
+    }  # fmt: skip
+
+
+def _sweep(**changes):
+    sweep = {
+        "rates": [1e-4, 1e-3, 1e-2, 1e-1],
+        "losses": [0.9, 0.5, None, 3.0],
+        "suggested": 0.001,
+        "rule": "steepest descent / 10",
+        "low": 1e-4,
+        "high": 0.1,
+    }
+    return {**sweep, **changes}
+
+
+def _ensemble_page(tmp_path, **changes):
+    kwargs = dict(
+        leaderboard=_ensemble_board(),
+        predictions=_predictions(names=("gru", "ridge", "persistence")),
+        histories={},
+        decision=None,
+    )
+    paths = _write(tmp_path, **{**kwargs, **changes})
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    return paths, summary, paths["html"].read_text(encoding="utf-8")
+
+
+def test_seeds_sit_under_their_ensemble_with_its_spread_and_ridge_shows_its_alpha(tmp_path):
+    _, summary, page = _ensemble_page(tmp_path)
+    assert summary["best"] == "lstm"
+    assert summary["shown"] == ["lstm", "gru", "ridge"]  # seeds are not plotted on their own
+    board = page[page.index("Leaderboard, ranked") : page.index("Error per forecast step")]
+    assert "<th>MASE</th><th>MASE (seasonal)</th><th>skill vs persistence (%)</th>" in board
+    # lstm: MAE 1.40 ± 0.05, RMSE 2.80, MAPE 3.0, sMAPE 4.0, MASE 0.560, seasonal 0.700, skill 30.
+    assert (
+        '<tr class="best"><td class="name">1</td><td class="name">lstm</td>'
+        '<td class="name">ensemble</td><td>1.40 ± 0.05</td><td>2.80</td><td>3.0</td>'
+        "<td>4.0</td><td>0.560</td><td>0.700</td><td>30.0</td></tr>"
+    ) in board
+    # The seeds follow their ensemble in seed order, indented and muted, then gru.
+    order = ["lstm</td>", "lstm-s1 (seed 42)", "lstm-s2 (seed 43)", "lstm-s3 (seed 44)",
+             ">gru</td>", "ridge (alpha 10)", ">persistence</td>"]  # fmt: skip
+    positions = [board.index(s) for s in order]
+    assert positions == sorted(positions)
+    assert (
+        '<tr class="seed"><td class="name">2</td><td class="name seed">lstm-s2 (seed 43)</td>'
+        '<td class="name">seed</td><td>1.45</td>'
+    ) in board
+    assert board.count(" ± ") == 1  # the spread is the ensemble's alone
+    assert '<tr class="baseline"><td class="name">5</td><td class="name">ridge (alpha 10)</td>' in (
+        board
+    )
+
+
+def test_explanations_under_the_leaderboard_come_from_explain_or_the_defaults(tmp_path):
+    explain = {"mase": "MAE over the one-step naive MAE <b>", "per_step": "per step, 1 = first"}
+    _, summary, page = _ensemble_page(tmp_path, explain=explain)
+    assert summary["explain"] == {**report.EXPLAIN, **explain}
+    notes = page[page.index('<ul class="notes">') : page.index("Error per forecast step")]
+    assert "<li><strong>MASE</strong>: MAE over the one-step naive MAE &lt;b&gt;</li>" in notes
+    assert "<li><strong>Per-step errors</strong>: per step, 1 = first</li>" in notes
+    for term, key in (("MASE (seasonal)", "mase_seasonal"), ("skill vs persistence", "skill"),
+                      ("± (spread)", "spread")):  # fmt: skip
+        line = f"<li><strong>{term}</strong>: {html.escape(report.EXPLAIN[key])}</li>"
+        assert line in notes
+    # A text that already names its term is not led by it again.
+    _, _, page = _ensemble_page(tmp_path, explain={"mase": "MASE: below 1 beats naive"})
+    assert "<li>MASE: below 1 beats naive</li>" in page
+
+
+def test_per_step_tables_take_the_rows_lists_and_leave_seeds_out(tmp_path):
+    paths, summary, page = _ensemble_page(tmp_path)
+    assert set(summary["per_step"]) == {"lstm", "gru", "ridge", "persistence"}
+    assert summary["per_step"]["gru"] == [1.25, 1.75]  # the row's list, not the predictions'
+    assert summary["per_step_rmse"]["persistence"] == [1.25, None]
+    section = page[page.index("Error per forecast step") : page.index("<h2>Training")]
+    assert "MAE (°C) and RMSE (°C) of each model, ensemble and baseline" in section
+    assert "seed" not in section
+    mae = section[section.index("<h3>MAE (°C) per step</h3>") : section.index("<h3>RMSE")]
+    rmse = section[section.index("<h3>RMSE (°C) per step</h3>") :]
+    assert '<th class="name">name</th><th>step 1</th><th>step 2</th>' in mae
+    assert '<td class="name">lstm</td><td>1.20</td><td class="low">1.60</td>' in mae
+    assert '<td class="name">gru</td><td>1.25</td><td>1.75</td>' in mae
+    assert '<td class="name">ridge (alpha 10)</td><td>1.50</td><td>2.10</td>' in mae
+    assert '<td class="name">persistence</td><td class="low">1.00</td><td>3.00</td>' in mae
+    assert '<td class="name">lstm</td><td>1.50</td><td>2.50</td>' in rmse
+    assert '<td class="name">gru</td><td>1.50</td><td class="low">2.10</td>' in rmse
+    assert '<td class="name">persistence</td><td class="low">1.25</td><td>n/a</td>' in rmse
+    assert 'src="steps.png"' in section and paths["steps"].stat().st_size > 0
+    positions = [mae.index(n) for n in (">lstm<", ">gru<", ">ridge", ">persistence<")]
+    assert positions == sorted(positions)
+
+
+def test_a_row_without_lists_gets_its_per_step_errors_from_the_predictions():
+    board = _ensemble_board()
+    for row in board:
+        if row["name"] == "gru":
+            del row["mae_by_step"], row["rmse_by_step"]
+    summary = run_summary(
+        pipeline="p", run_id="r", metric="mae", leaderboard=board, histories={},
+        predictions=_predictions(names=("gru", "lstm")).replace({"name": {"lstm": "lstm-s1"}}),
+    )  # fmt: skip
+    assert summary["per_step"]["gru"] == pytest.approx([0.5, 1.0])  # ERROR["gru"] * step
+    assert summary["per_step_rmse"]["gru"] == pytest.approx([0.5, 1.0])
+    assert "lstm-s1" not in summary["per_step"]  # a seed, even with predictions
+
+
+def test_step_errors_give_the_rmse_per_step_too():
+    frame = pd.DataFrame(
+        {
+            "step": [1, 1, 2, 2],
+            "name": "m",
+            "actual": [0.0, 0.0, 0.0, 0.0],
+            "prediction": [1.0, -3.0, 2.0, 2.0],
+        }
+    )
+    assert step_errors(frame)["m"] == pytest.approx([2.0, 2.0])
+    assert step_errors(frame, metric="rmse")["m"] == pytest.approx([math.sqrt(5.0), 2.0])
+    with pytest.raises(ValueError, match="Received: metric='mape'"):
+        step_errors(frame, metric="mape")
+
+
+def test_an_ensemble_is_judged_against_the_baselines_and_a_seed_is_not():
+    board = [
+        {"rank": 1, "name": "lstm-s1", "kind": "seed", "mae": 1.0, "of": "lstm", "seed": 42},
+        {"rank": 2, "name": "ridge", "kind": "baseline", "mae": 1.8, "alpha": 1.0},
+        {"rank": 3, "name": "lstm", "kind": "ensemble", "mae": 2.1, "spread": 0.5},
+    ]
+    assert baseline_flags(board, "mae", unit="°C", decimals=1) == [
+        "lstm loses to ridge on mae: 2.10 °C vs 1.80 °C."
+    ]
+    summary = run_summary(
+        pipeline="p", run_id="r", metric="mae", leaderboard=board, histories={},
+        predictions=_predictions(horizon=1, names=("ridge",)),
+    )  # fmt: skip
+    assert summary["best"] == "ridge"  # a seed ranked first is not the best entry
+
+
+def test_leaderboard_chart_names_seeds_and_alpha_and_labels_the_spread(tmp_path):
+    _, summary, _ = _ensemble_page(tmp_path)
+    fig = report._leaderboard_figure(summary["leaderboard"], "mae", "°C", 1)
+    (ax,) = fig.axes
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names[:2] == ["lstm", "lstm-s2 (seed 43)"] and "ridge (alpha 10)" in names
+    assert " 1.40 ± 0.05" in [t.get_text() for t in ax.texts]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["model", "ensemble", "seed", "baseline"]
+
+
+def test_search_lists_trials_by_validation_mae_with_the_chosen_marked(tmp_path):
+    _, summary, page = _ensemble_page(tmp_path, tuning=_tuning())
+    trials = summary["tuning"]["trials"]
+    assert [t["name"] for t in trials] == ["lstm-t2", "gru-t1", "lstm-t1", "gru-t2"]
+    assert [t["chosen"] for t in trials] == [True, True, False, False]
+    search = page[page.index("<h2>Search</h2>") : page.index("<h2>Training")]
+    assert (
+        "Trials are scored on the validation split only; the test split scores only the "
+        "chosen configuration."
+    ) in search
+    assert (
+        '<th class="name">trial</th><th class="name">model</th><th class="name">chosen</th>'
+        "<th>dropout</th><th>learning_rate</th><th>units</th><th>validation MAE (°C)</th>"
+        "<th>validation loss</th><th>epochs run</th>"
+    ) in search
+    assert (
+        '<tr class="chosen"><td class="name">lstm-t2</td><td class="name">lstm</td>'
+        '<td class="name">✓</td><td>0.1</td><td>0.003</td><td>32</td><td>1.10</td>'
+        "<td>0.0123</td><td>12</td></tr>"
+    ) in search
+    assert (  # gru has no dropout: a blank cell
+        '<tr class="chosen"><td class="name">gru-t1</td><td class="name">gru</td>'
+        '<td class="name">✓</td><td></td><td>0.01</td><td>64</td><td>1.30</td>'
+    ) in search
+    assert (
+        '<tr><td class="name">gru-t2</td><td class="name">gru</td><td class="name"></td>'
+        "<td></td><td>0.1</td><td>128</td><td>n/a</td><td>n/a</td><td>2</td></tr>"
+    ) in search
+    assert search.count('class="chosen"') == 2
+    assert page.index("Error per forecast step") < page.index("<h2>Search</h2>")
+
+
+def test_a_sweep_is_drawn_to_its_png_with_the_suggested_rate(tmp_path):
+    paths, summary, page = _ensemble_page(tmp_path, sweeps={"lstm": _sweep()})
+    png = tmp_path / "lr_sweep_lstm.png"
+    assert paths["sweep_lstm"] == png
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
+    (sweep,) = summary["sweeps"]
+    assert sweep["image"] == "lr_sweep_lstm.png" and sweep["losses"][2] is None
+    section = page[page.index("<h2>Learning-rate sweeps</h2>") : page.index("<h2>Training")]
+    assert 'src="lr_sweep_lstm.png"' in section
+    assert (
+        '<p class="note">lstm, rates 0.0001 to 0.1: steepest descent / 10; '
+        "suggested learning rate 0.001.</p>"
+    ) in section
+
+    fig = report._sweep_figure(sweep)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"  # losses within 10x
+    loss = next(line for line in ax.lines if line.get_label() == "loss")
+    np.testing.assert_allclose(loss.get_xdata(), [1e-4, 1e-3, 1e-1])  # the None loss dropped
+    (marker,) = [line for line in ax.lines if line.get_label() == "suggested 0.001"]
+    assert list(marker.get_xdata()) == [0.001, 0.001] and marker.get_linestyle() == "--"
+    assert " suggested 0.001" in [t.get_text() for t in ax.texts]
+
+    # Without a suggestion the line says so; a rewrite without sweeps leaves no stale PNG.
+    _, _, page = _ensemble_page(tmp_path, sweeps={"lstm": _sweep(suggested=None)})
+    assert "no rate suggested" in page
+    _ensemble_page(tmp_path)
+    assert not png.exists()
+    with pytest.raises(ValueError, match="Received: 4 rates, 3 losses"):
+        _ensemble_page(tmp_path, sweeps={"lstm": _sweep(losses=[1.0, 2.0, 3.0])})
+
+
+def test_an_older_summary_without_the_new_keys_still_renders(written):
+    _, paths = written
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    for key in ("per_step_rmse", "tuning", "sweeps", "explain"):
+        del summary[key]
+    for row in summary["leaderboard"]:
+        del row["mase_seasonal"]
+    page = render_run(summary)
+    assert "MASE (seasonal)" not in page and "RMSE (°C) per step" not in page
+    assert "<h3>MAE (°C) per step</h3>" in page
+    assert '<td class="name">gru</td><td class="low">0.50</td><td class="low">1.00</td>' in page
+    assert "Search" not in page and "Learning-rate sweeps" not in page
+    assert html.escape(report.EXPLAIN["mase"]) in page
 
 
 # ------------------------------------------------------------------------ the forecast report

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from freshcast import artifacts, steps
+from tests.helpers import LEARNING_MODELS as LEARNING_MODELS_FOR_TESTS
 from tests.helpers import add_partition, serving_spec, train_run, write_tiny_pipeline
 
 PREP = ("ingest", "validate", "split_scale", "window")
@@ -404,3 +406,137 @@ def test_a_training_task_killed_outright_resumes_from_its_backup(tmp_path, monke
     history = json.loads(Path(resumed["path"]).with_name("history.json").read_text())
     assert history["epoch"] == list(range(done_before + 2))  # no epoch trained twice or lost
     assert (run / "train" / "gru" / "manifest.json").exists()
+
+
+# --- issue 12: tuned ridge in the gate, seeds and ensembles, the search, calendar inputs -------
+
+
+@pytest.mark.slow
+def test_the_gate_refuses_a_candidate_that_loses_to_tuned_ridge(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+
+    # The default gate: persistence, seasonal naive and ridge. On a series linear in its inputs
+    # the network beats both naive baselines, and ridge (alpha chosen on validation) beats it.
+    default_gate = {"beat": ["persistence", "seasonal_naive", "ridge"]}
+    spec_file, _ = serving_spec(tmp_path, monkeypatch, gate=default_gate)
+    decided = train_run(spec_file, "run1")
+    run = tmp_path / "artifacts" / "tiny" / "runs" / "run1"
+    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
+    scores = metrics["scores"]
+    assert scores["gru"]["mase"] < scores["persistence"]["mase"]
+    assert scores["gru"]["mase"] < scores["seasonal_naive_7"]["mase"]
+    assert scores["ridge"]["mase"] < scores["gru"]["mase"]
+    assert metrics["ridge_alpha"] == scores["ridge"]["alpha"]
+    validation = metrics["ridge_validation_mae"]  # the choice, from the validation split alone
+    finite = {a: v for a, v in validation.items() if v is not None}
+    assert len(finite) >= 2 and min(finite, key=finite.get) == f"{metrics['ridge_alpha']:g}"
+    assert not decided["promote"]
+    assert any("does not beat ridge" in r for r in decided["reasons"])
+    assert "ridge" in decided["verdict"]
+    assert Registry("tiny").champion() is None
+    event = Registry("tiny").history()[-1]
+    assert event["kind"] == "refused" and "ridge" in event["decision"]["figures"]
+
+
+@pytest.mark.slow
+def test_seeds_train_apart_and_their_ensemble_is_served_as_one_keras_model(tmp_path, monkeypatch):
+    from freshcast.registry import Registry, verify_in_fresh_process
+    from freshcast.serving import load_bundle
+
+    seeded = {**LEARNING_MODELS_FOR_TESTS[-1], "name": "gru", "seeds": 3}
+    spec_file, _ = serving_spec(tmp_path, monkeypatch, models=1, calendar=["dayofweek"], horizon=2)
+    text = spec_file.read_text()
+    import yaml
+
+    fields = yaml.safe_load(text)
+    fields["models"] = [seeded]
+    spec_file.write_text(yaml.safe_dump(fields, sort_keys=False))
+    decided = train_run(spec_file, "run1", verify=verify_in_fresh_process)
+    run = tmp_path / "artifacts" / "tiny" / "runs" / "run1"
+    board = json.loads((run / "evaluate" / "leaderboard.json").read_text())
+    rows = {r["name"]: r for r in board}
+    assert {"gru-s1", "gru-s2", "gru-s3", "gru"} <= set(rows)
+    assert [rows[f"gru-s{k}"]["seed"] for k in (1, 2, 3)] == [42, 43, 44]
+    assert {rows[f"gru-s{k}"]["kind"] for k in (1, 2, 3)} == {"seed"}
+    assert rows["gru"]["kind"] == "ensemble" and rows["gru"]["members"] == [
+        "gru-s1",
+        "gru-s2",
+        "gru-s3",
+    ]
+    seeds = [rows[f"gru-s{k}"]["mase"] for k in (1, 2, 3)]
+    assert rows["gru"]["spread"] == pytest.approx(np.std(seeds, ddof=1))
+    assert len(rows["gru"]["mae_by_step"]) == 2 and rows["gru"]["mase_seasonal"] is not None
+    # The seeds differ, and the ensemble's forecast is their mean.
+    predictions = pd.read_parquet(run / "evaluate" / "predictions.parquet")
+    by_name = {n: g["prediction"].to_numpy() for n, g in predictions.groupby("name")}
+    assert not np.allclose(by_name["gru-s1"], by_name["gru-s2"])
+    mean = np.mean([by_name[f"gru-s{k}"] for k in (1, 2, 3)], axis=0)
+    np.testing.assert_allclose(by_name["gru"], mean, rtol=1e-6)
+    assert decided["candidate"] == "gru" and decided["promote"]
+    # Served as one .keras model, checked in a fresh process, with the calendar inputs.
+    bundle = load_bundle(Registry("tiny").bundle_dir(1))
+    assert bundle.meta["model"]["members"] == ["gru-s1", "gru-s2", "gru-s3"]
+    assert bundle.columns == ["load", "temp", "cal_dayofweek_sin", "cal_dayofweek_cos"]
+    layers = {type(layer).__name__ for layer in bundle.model.layers}
+    assert "Average" in layers and "Lambda" not in layers
+    checked = Registry("tiny").history()[-1]["verified"]
+    assert checked["max_abs_error"] < 1e-4
+
+
+@pytest.mark.slow
+def test_a_search_scores_trials_on_validation_only_and_trains_the_winner(tmp_path, monkeypatch):
+    import yaml
+
+    spec_file, _ = serving_spec(tmp_path, monkeypatch)
+    fields = yaml.safe_load(spec_file.read_text())
+    search = {
+        "trials": 3,
+        "learning_rate": [0.005, 0.05],
+        "units": [4, 12],
+        "window": [5, 9],
+        "lr_sweep": {"epochs": 6, "low": 1e-4, "high": 1.0},
+    }
+    fields["models"] = [{**LEARNING_MODELS_FOR_TESTS[-1], "name": "gru", "tune": search}]
+    spec_file.write_text(yaml.safe_dump(fields, sort_keys=False))
+    run_id = "run1"
+    run = Path(steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"])
+    for step in (steps.validate, steps.split_scale, steps.window):
+        step(run)
+    steps.plan_trials(run)
+
+    # The trials never read the test split: with its rows replaced by NaN they still score.
+    real_load = np.load
+    test_start = sum(
+        v["rows"]
+        for k, v in json.loads((run / "split_scale" / "splits.json").read_text()).items()
+        if k != "test"
+    )
+
+    def without_test(path, *args, **kwargs):
+        array = real_load(path, *args, **kwargs)
+        if str(path).endswith("scaled.npy"):
+            array = np.array(array)
+            array[test_start:] = np.nan
+        return array
+
+    monkeypatch.setattr(steps.np, "load", without_test)
+    results = [steps.trial(run, name) for name in ("gru-t1", "gru-t2", "gru-t3")]
+    assert all(np.isfinite(r["val_mae"]) for r in results)
+    sweep = steps.trial(run, "gru-lr")
+    monkeypatch.setattr(steps.np, "load", real_load)
+
+    chosen = steps.select(run)["chosen"]["gru"]
+    best = min(results, key=lambda r: r["val_mae"])
+    assert chosen["trial"] == best["trial"] and chosen["val_mae"] == best["val_mae"]
+    planned = json.loads((run / "plan" / "trials.json").read_text())
+    trained = steps.train(run, "gru")
+    manifest = json.loads((run / "train" / "gru" / "manifest.json").read_text())
+    for field, value in planned[chosen["trial"]]["params"].items():
+        got = manifest["params"]["model"][field]
+        assert (got[0] if field == "units" else got) == pytest.approx(value), field
+    assert manifest["params"]["timesteps"] == planned[chosen["trial"]]["params"]["window"]
+    assert 1e-4 <= sweep["suggested"] <= 1.0
+    steps.evaluate(run, [trained])
+    steps.gate(run, run_id=run_id)
+    html = Path(steps.report(run, run_id=run_id)["html"]).read_text()
+    assert "gru-t1" in html and "validation" in html

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 
 import keras
@@ -10,10 +11,13 @@ from freshcast.artifacts import ArtifactError, atomic_path, sha256_file
 from freshcast.models import build_model, load_model
 from freshcast.spec import ModelSpec
 from freshcast.training import (
+    DIVERGED,
     batches_per_epoch,
     fit,
+    lr_sweep,
     predict,
     read_epoch_log,
+    suggest_rate,
     window_dataset,
 )
 from freshcast.windowing import Windows, make_windows, split_ranges
@@ -321,6 +325,132 @@ def test_fit_without_a_backup_starts_fresh(tmp_path):
     )
     assert history["epoch"] == [0.0, 1.0]  # the finished attempt's log was forgotten
     assert not any("resuming" in m for m in messages)
+
+
+# ---------------------------------------------------------------- lr_sweep
+
+
+def _linear() -> keras.Model:
+    """A linear model trained by plain SGD: it diverges for rates above about 0.3 on `_windows`."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((TIMESTEPS, FEATURES)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ],
+        name="linear",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(), loss="mse")  # the sweep sets the rate
+    return model
+
+
+def test_lr_sweep_rates_rise_geometrically_and_the_suggestion_is_a_decade_below_the_best():
+    messages: list[str] = []
+    model = _model()
+    train = _windows()["train"]
+    sweep = lr_sweep(
+        model, train, low=1e-4, high=1e-2, epochs=3, batch_size=16, seed=0, log=messages.append
+    )
+    assert set(sweep) == {"rates", "losses", "suggested", "rule"}
+    np.testing.assert_allclose(sweep["rates"], [1e-4, 1e-3, 1e-2], rtol=1e-12)
+    assert sweep["rates"][0] == 1e-4 and sweep["rates"][-1] == 1e-2  # exactly low and high
+    assert len(sweep["losses"]) == 3 and all(np.isfinite(sweep["losses"]))
+    best_rate = sweep["rates"][int(np.argmin(sweep["losses"]))]
+    assert sweep["suggested"] == pytest.approx(min(max(best_rate / 10, 1e-4), 1e-2))
+    assert 1e-4 <= sweep["suggested"] <= 1e-2
+    assert "decade" in sweep["rule"] and "\n" not in sweep["rule"]
+    # The scheduler, not the compiled rate, set each epoch's rate.
+    logged = [float(m.split("learning_rate=")[1].split()[0]) for m in messages if " epoch " in m]
+    np.testing.assert_allclose(logged, sweep["rates"], rtol=1e-4)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2, rel=1e-6)
+    json.dumps(sweep, allow_nan=False)  # strict JSON as it is
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "epochs", "overflows"),
+    [
+        (1e-3, 1e3, 7, False),  # a decade an epoch: plain SGD diverges from about 1
+        (1e2, 1e8, 4, True),  # far past it: the loss overflows to inf, written as None
+    ],
+)
+def test_lr_sweep_stops_once_the_loss_diverges(low, high, epochs, overflows):
+    messages: list[str] = []
+    sweep = lr_sweep(
+        _linear(),
+        _windows()["train"],
+        low=low,
+        high=high,
+        epochs=epochs,
+        batch_size=16,
+        seed=0,
+        log=messages.append,
+    )
+    run = len(sweep["rates"])
+    assert 2 <= run < epochs  # what was run, and no more
+    np.testing.assert_allclose(sweep["rates"], np.geomspace(low, high, epochs)[:run])
+    assert len(sweep["losses"]) == run
+    *before, last = sweep["losses"]
+    assert all(np.isfinite(before))
+    for i, loss in enumerate(before):  # no earlier epoch diverged from the best before it
+        assert loss <= DIVERGED * min(before[: i + 1])
+    best = min(before)
+    assert (last is None) is overflows
+    assert last is None or last > DIVERGED * best
+    assert any("diverged" in m for m in messages)
+    best_rate = sweep["rates"][before.index(best)]
+    assert sweep["suggested"] == pytest.approx(min(max(best_rate / 10, low), high))
+    json.dumps(sweep, allow_nan=False)
+
+
+def test_lr_sweep_of_one_epoch_runs_at_low():
+    sweep = lr_sweep(
+        _linear(),
+        _windows()["train"],
+        low=1e-3,
+        high=1e-1,
+        epochs=1,
+        batch_size=32,
+        seed=0,
+        log=lambda m: None,
+    )
+    assert sweep["rates"] == [1e-3]
+    assert sweep["suggested"] == 1e-3  # a decade below 1e-3, clipped up to `low`
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "epochs", "message"),
+    [
+        (0.0, 1e-1, 3, r"`low` must be > 0 and < `high`. Received: low=0.0, high=0.1"),
+        (1e-1, 1e-2, 3, r"`low` must be > 0 and < `high`. Received: low=0.1, high=0.01"),
+        (1e-3, 1e-1, 0, r"`epochs` must be > 0. Received: epochs=0"),
+    ],
+)
+def test_lr_sweep_refuses_bad_arguments(low, high, epochs, message):
+    with pytest.raises(ValueError, match=message):
+        lr_sweep(
+            _linear(),
+            _windows()["train"],
+            low=low,
+            high=high,
+            epochs=epochs,
+            batch_size=8,
+            seed=0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("losses", "suggested"),
+    [
+        ([3.0, 1.0, 2.0], 1e-3),  # best at 1e-2: a decade below
+        ([3.0, None, 1.0], 1e-2),  # None (a NaN or inf loss) is skipped
+        ([1.0, 2.0, float("nan")], 1e-3),  # best at `low`: 1e-4 is clipped up to `low`
+        ([None, None, None], None),  # no finite loss: no suggestion
+    ],
+)
+def test_suggest_rate(losses, suggested):
+    rates = [1e-3, 1e-2, 1e-1]
+    assert suggest_rate(rates, losses, low=1e-3, high=1e-1) == pytest.approx(suggested)
 
 
 # ---------------------------------------------------------------- predict and load

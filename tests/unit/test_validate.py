@@ -453,3 +453,232 @@ def test_interpolation_is_weighted_by_time_on_an_uneven_grid():
     # 1 Feb is 31 of the 60 days from 1 Jan (day 0) to 1 Mar (day 60): 31, not the midpoint 30
     assert frame["y"].tolist() == pytest.approx([0.0, 31.0, 60.0, 91.0, 121.0, 152.0])
     assert report.filled == {"x": 1, "y": 1}
+
+
+# --- gaps at the edges: error, fill, trim ---------------------------------------------------
+
+
+def test_an_edge_gap_error_suggests_gaps_edges():
+    y = [np.nan, *Y[1:]]
+    message = error(make_raw(y=y), make_spec(gaps={"fill": "interpolate", "max_missing": 2}))
+    assert "Or set `gaps.edges` to 'trim'" in message
+    assert "or 'fill' (repeat the nearest known value, at most gaps.max_missing steps)." in message
+
+
+def test_edges_fill_repeats_the_nearest_known_value_and_reports_the_steps():
+    y = [np.nan, np.nan, *Y[2:6], np.nan, *Y[7:]]  # two leading, one inside
+    x = [*X[:-1], np.nan]  # one trailing
+    spec = make_spec(gaps={"fill": "interpolate", "max_missing": 2, "edges": "fill"})
+    frame, report = validate_frame(make_raw(y=y, x=x), spec, source=SOURCE)
+    assert frame["y"].tolist() == pytest.approx([4.0, 4.0, 4.0, 1.0, 5.0, 9.0, 7.5, 6.0, 5.0, 3.0])
+    assert frame["x"].tolist() == [*map(float, X[:-1]), 90.0]
+    assert report.edges_filled == {"x": {"start": 0, "end": 1}, "y": {"start": 2, "end": 0}}
+    assert report.filled == {"y": 1}  # the inner gap, filled by `gaps.fill`
+    assert report.trimmed == {"start": 0, "end": 0}
+    assert report.rows == 10
+
+
+def test_edges_fill_logs_what_it_filled(caplog):
+    spec = make_spec(gaps={"fill": "ffill", "max_missing": 1, "edges": "fill"})
+    with caplog.at_level("INFO", logger="freshcast.validate"):
+        validate_frame(make_raw(y=[np.nan, *Y[1:]]), spec, source=SOURCE)
+    assert "gaps.edges=fill: column 'y': the first 1 and last 0 step(s)" in caplog.text
+
+
+def test_edges_fill_beyond_max_missing_names_the_column_and_the_steps():
+    y = [*Y[:7], np.nan, np.nan, np.nan]
+    spec = make_spec(gaps={"fill": "interpolate", "max_missing": 2, "edges": "fill"})
+    message = error(make_raw(y=y), spec)
+    assert (
+        "column 'y': its last 3 step(s), 2024-01-08 00:00:00+00:00 to 2024-01-10 00:00:00+00:00, "
+        "have no value, more than gaps.max_missing=2 that `gaps.edges: fill` may fill. Set "
+        "gaps.max_missing to 3, set `gaps.edges: trim` to drop those steps, or repair the data."
+    ) in message
+
+
+def test_edges_fill_of_a_column_without_any_value():
+    spec = make_spec(gaps={"fill": "interpolate", "max_missing": 2, "edges": "fill"})
+    message = error(make_raw(x=[np.nan] * 10), spec)
+    assert (
+        "column 'x' has no value in any of the 10 steps; `gaps.edges: fill` needs one." in message
+    )
+
+
+def test_edges_trim_drops_the_incomplete_first_and_last_steps():
+    y = [np.nan, np.nan, *Y[2:]]
+    x = [*X[:-1], np.nan]
+    spec = make_spec(gaps={"edges": "trim"}, window=1, split={"val": 2, "test": 2})
+    frame, report = validate_frame(make_raw(y=y, x=x), spec, source=SOURCE)
+    assert (frame.index == utc_days(7, start="2024-01-03")).all()
+    assert frame.index.freqstr == "D"
+    assert frame["y"].tolist() == Y[2:9]
+    assert frame["x"].tolist() == [float(v) for v in X[2:9]]
+    assert report.trimmed == {"start": 2, "end": 1}
+    assert report.edges_filled == {} and report.filled == {}
+    assert (report.rows, report.start) == (7, "2024-01-03T00:00:00+00:00")
+    assert report.split_rows == {"train": 3, "val": 2, "test": 2}
+
+
+def test_edges_trim_keeps_inner_gaps_for_the_fill_policy(caplog):
+    y = [np.nan, *Y[1:4], np.nan, *Y[5:]]
+    spec = make_spec(gaps={"fill": "interpolate", "max_missing": 1, "edges": "trim"}, window=1)
+    with caplog.at_level("INFO", logger="freshcast.validate"):
+        frame, report = validate_frame(make_raw(y=y), spec, source=SOURCE)
+    assert frame["y"].tolist() == pytest.approx([1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0])
+    assert report.trimmed == {"start": 1, "end": 0}
+    assert report.filled == {"y": 1}
+    assert "gaps.edges=trim: dropped 1 step(s) before 2024-01-02 00:00:00+00:00" in caplog.text
+
+
+def test_edges_trim_without_a_complete_step():
+    y = [np.nan] * 5 + Y[5:]
+    x = X[:5] + [np.nan] * 5
+    message = error(make_raw(y=y, x=x), make_spec(gaps={"edges": "trim"}))
+    assert "no step has a value in every column ['x', 'y'], so `gaps.edges: trim`" in message
+
+
+def test_the_report_is_json():
+    import json
+
+    spec = make_spec(gaps={"fill": "ffill", "max_missing": 1, "edges": "fill"})
+    _, report = validate_frame(make_raw(y=[np.nan, *Y[1:]]), spec, source=SOURCE)
+    assert json.loads(json.dumps(vars(report)))["edges_filled"] == {"y": {"start": 1, "end": 0}}
+
+
+# --- calendar inputs --------------------------------------------------------------------------
+
+
+def test_calendar_columns_sit_between_the_features_and_the_target():
+    from freshcast.calendar import encode
+
+    n = 21
+    raw = make_raw(y=[float(i % 5) for i in range(n)], x=list(range(n)))
+    spec = make_spec(calendar=["dayofweek", "dayofmonth"])
+    frame, _ = validate_frame(raw, spec, source=SOURCE)
+    assert (
+        list(frame.columns)
+        == spec.columns
+        == [
+            "x",
+            "cal_dayofweek_sin",
+            "cal_dayofweek_cos",
+            "cal_dayofmonth_sin",
+            "cal_dayofmonth_cos",
+            "y",
+        ]
+    )
+    assert (frame.dtypes == np.float64).all()
+    expected = encode(utc_days(n), ["dayofweek", "dayofmonth"])
+    pd.testing.assert_frame_equal(frame[spec.calendar_columns], expected, check_freq=False)
+    assert frame.loc["2024-01-07", "cal_dayofweek_sin"] == pytest.approx(np.sin(2 * np.pi * 6 / 7))
+
+
+def test_calendar_after_gap_filling_and_a_target_among_the_features():
+    y = [*Y[:3], np.nan, *Y[4:]]
+    raw = make_raw(y=y).drop(index=[6]).reset_index(drop=True)  # a missing timestamp too
+    spec = make_spec(
+        features=["y", "x"], calendar=["dayofweek"], gaps={"fill": "interpolate", "max_missing": 1}
+    )
+    frame, _ = validate_frame(raw, spec, source=SOURCE)
+    assert list(frame.columns) == ["y", "x", "cal_dayofweek_sin", "cal_dayofweek_cos"]
+    assert len(frame) == 10 and not frame.isna().to_numpy().any()
+    assert frame["cal_dayofweek_cos"].iloc[0] == 1.0  # 2024-01-01 is a Monday
+
+
+def test_a_calendar_component_constant_over_the_series_is_refused_for_training():
+    spec = make_spec(calendar=["month", "dayofweek"])  # ten days of January
+    message = error(make_raw(), spec)
+    assert (
+        "calendar component 'month' has the same value in every step from "
+        "2024-01-01 00:00:00+00:00 to 2024-01-10 00:00:00+00:00; it carries no signal. Drop it "
+        "from `calendar`, or add data that spans more of its cycle."
+    ) in message
+    # a forecast's few steps may all lie in one month
+    frame, _ = validate_frame(make_raw(), spec, source=SOURCE, for_training=False)
+    assert frame["cal_month_cos"].tolist() == [1.0] * 10
+
+
+# --- timestamp_format and timestamps of several columns ---------------------------------------
+
+
+def test_timestamp_format_parses_day_first_dates():
+    ts = [d.strftime("%d/%m/%Y") for d in pd.date_range("2024-01-01", periods=10)]
+    frame, _ = validate_frame(
+        make_raw(ts=ts), make_spec(timestamp_format="%d/%m/%Y"), source=SOURCE
+    )
+    assert (frame.index == utc_days(10)).all()
+
+
+def test_a_row_that_does_not_match_timestamp_format_is_named():
+    ts = [d.strftime("%d/%m/%Y") for d in pd.date_range("2024-01-01", periods=10)]
+    ts[4] = "2024-01-05"
+    message = error(make_raw(ts=ts), make_spec(timestamp_format="%d/%m/%Y"))
+    assert (
+        "column 'ts', row 5: timestamp '2024-01-05' does not match timestamp_format '%d/%m/%Y' "
+        "(1 such row(s)). Fix the row, or set `timestamp_format` to match the data."
+    ) in message
+
+
+def test_unparseable_timestamp_suggests_timestamp_format():
+    ts = days(10)
+    ts[2] = "2024-13-45"
+    message = error(make_raw(ts=ts), make_spec())
+    assert "or set `timestamp_format` to the data's format, e.g. '%d/%m/%Y %H:%M'." in message
+
+
+def date_time(n: int = 10) -> pd.DataFrame:
+    stamps = pd.date_range("2004-03-10 18:00", periods=n, freq="h")
+    return pd.DataFrame(
+        {
+            "Date+Time": [f"{t:%d/%m/%Y} {t:%H.%M.%S}" for t in stamps],
+            "y": Y[:n],
+            "x": X[:n],
+        }
+    )
+
+
+DATE_TIME = {"timestamp": ["Date", "Time"], "timestamp_format": "%d/%m/%Y %H.%M.%S"}
+
+
+def test_a_joined_timestamp_is_parsed_with_the_format():
+    spec = make_spec(**DATE_TIME, frequency="h")
+    frame, report = validate_frame(date_time(), spec, source=SOURCE)
+    assert frame.index.name == "Date+Time"
+    assert frame.index[0] == pd.Timestamp("2004-03-10 18:00", tz="UTC")
+    assert report.end == "2004-03-11T03:00:00+00:00"
+
+
+def test_a_joined_timestamp_error_names_its_columns():
+    raw = date_time()
+    raw.loc[1, "Date+Time"] = "10/03/2004 19:00:00"
+    message = error(raw, make_spec(**DATE_TIME, frequency="h"))
+    assert (
+        "column 'Date+Time' (made of ['Date', 'Time']), row 2: timestamp '10/03/2004 19:00:00' "
+        "does not match timestamp_format '%d/%m/%Y %H.%M.%S' (1 such row(s))."
+    ) in message
+
+
+def test_date_parts_not_yet_combined_are_combined():
+    stamps = pd.date_range("2024-01-01", periods=10, freq="h")
+    raw = pd.DataFrame(
+        {"year": stamps.year, "month": stamps.month, "day": stamps.day, "hour": stamps.hour}
+    ).assign(y=Y, x=X)
+    spec = make_spec(timestamp=["year", "month", "day", "hour"], frequency="h")
+    frame, _ = validate_frame(raw, spec, source=SOURCE)
+    assert frame.index.name == "year+month+day+hour"
+    assert frame.index[-1] == pd.Timestamp("2024-01-01 09:00", tz="UTC")
+
+
+def test_a_missing_timestamp_part_names_the_spec_field():
+    raw = pd.DataFrame({"year": [2024] * 10, "month": [1] * 10, "y": Y, "x": X})
+    message = error(raw, make_spec(timestamp=["year", "month", "day"]))
+    assert "column 'day' (spec field 'timestamp') is missing; the data has" in message
+
+
+def test_timestamp_format_with_date_parts_is_a_spec_error():
+    raw = pd.DataFrame({"year+month": [f"2024-{m:02d}-01T00:00:00" for m in range(1, 11)]})
+    spec = make_spec(timestamp=["year", "month"], timestamp_format="%Y", frequency="MS")
+    with pytest.raises(DataValidationError) as info:
+        validate_frame(raw.assign(y=Y, x=X), spec, source=SOURCE)
+    assert str(info.value).startswith("pipeline 'demo': field 'timestamp': the date parts")
+    assert "`timestamp_format` ('%Y') does not apply; remove it" in str(info.value)
