@@ -290,7 +290,9 @@ class TuneSpec(_Strict):
         for name in ("learning_rate", "units", "dropout", "window", "batch_size"):
             value = getattr(self, name)
             if value is not None and value[0] > value[1]:
-                raise ValueError(f"`{name}` must be [low, high] with low <= high. Received: {value}")
+                raise ValueError(
+                    f"`{name}` must be [low, high] with low <= high. Received: {value}"
+                )
         if self.learning_rate is not None and self.learning_rate[0] <= 0:
             raise ValueError(f"`learning_rate` must be > 0. Received: {self.learning_rate}")
         if self.dropout is not None and not (0 <= self.dropout[0] and self.dropout[1] < 1):
@@ -331,8 +333,8 @@ class ModelSpec(_Strict):
         default=None, description="A causal Conv1D front before the recurrent layers."
     )
     dense: list[PositiveInt] = Field(
-        default_factory=list, description="Dense (relu) layers between the recurrent layers "
-        "and the output."
+        default_factory=list,
+        description="Dense (relu) layers between the recurrent layers and the output.",
     )
     seeds: int = Field(
         default=1,

@@ -327,6 +327,25 @@ def member_spec(run: Path, spec: PipelineSpec, member: str) -> tuple[ModelSpec, 
     return mspec, seed
 
 
+def _build(
+    run: Path, mspec: ModelSpec, *, name: str, seed: int
+) -> tuple[Any, dict[str, Windows], dict[str, Any]]:
+    """A compiled model for `mspec` (Keras name: `name` with underscores) and the run's window
+    views at its input length."""
+    from freshcast.models import build_model
+
+    windows, layout = load_windows(run, timesteps=mspec.window)
+    model = build_model(
+        mspec,
+        timesteps=layout["timesteps"],
+        features=layout["inputs"],
+        horizon=layout["horizon"],
+        seed=seed,
+        name=name.replace(MEMBER_SEPARATOR, "_"),
+    )
+    return model, windows, layout
+
+
 def _fit_and_save(
     run: Path,
     out: Path,
@@ -340,18 +359,9 @@ def _fit_and_save(
 ) -> tuple[Any, dict[str, list[float]], dict[str, Windows], dict[str, Any]]:
     """Build, fit and save one model into `out` (model.keras, history.json; the manifest is
     the caller's). Returns (model, history, windows, layout)."""
-    from freshcast.models import build_model
     from freshcast.training import fit
 
-    windows, layout = load_windows(run, timesteps=mspec.window)
-    model = build_model(
-        mspec,
-        timesteps=layout["timesteps"],
-        features=layout["inputs"],
-        horizon=layout["horizon"],
-        seed=seed,
-        name=name.replace(MEMBER_SEPARATOR, "_"),
-    )
+    model, windows, layout = _build(run, mspec, name=name, seed=seed)
     log.info(
         "%s %s on %s windows, validating on %s",
         step,
@@ -478,17 +488,8 @@ def trial(run_dir: str | Path, name: str, *, epochs: int | None = None) -> dict[
     mspec = spec.model(spec.trials[name])
     out, work = run / "tune" / name, run / "tune_work" / name
     if name.endswith(f"{MEMBER_SEPARATOR}lr"):
-        from freshcast.models import build_model
-
         sweep = mspec.tune.lr_sweep
-        windows, layout = load_windows(run, timesteps=mspec.window)
-        model = build_model(
-            mspec,
-            timesteps=layout["timesteps"],
-            features=layout["inputs"],
-            horizon=layout["horizon"],
-            seed=spec.seed,
-        )
+        model, windows, _ = _build(run, mspec, name=name, seed=spec.seed)
         found = lr_sweep(
             model,
             windows["train"],
@@ -514,7 +515,7 @@ def trial(run_dir: str | Path, name: str, *, epochs: int | None = None) -> dict[
     max_epochs = epochs or config.epochs
     scaler = load_scaler(run)
     with attempt_lock(work), artifacts.step_output(out) as folder:
-        model, history, windows, layout = _fit_and_save(
+        model, history, windows, _ = _fit_and_save(
             run, folder, work, config, name=name, seed=spec.seed, epochs=max_epochs, step="trial"
         )
         val = windows["val"]
