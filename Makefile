@@ -85,7 +85,12 @@ env:
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install-dev
+# statsforecast for the accuracy case's AutoETS and AutoARIMA peers, on top of the dev pins.
+$(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	@touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install-dev

@@ -13,9 +13,14 @@ ratio of two figures measured in this run, on this machine. Cases:
                    process, same epochs; each task's wall time split into Airflow and the step
     scale          2,000,000 rows x 8 features end to end, each step in its own process: peak
                    memory
-    accuracy       the bundled pipeline's models and baselines: test MAE and MASE
+    accuracy       each bundled pipeline, trained in-process, its served model against its
+                   peers on the same test targets: persistence, seasonal naive, ridge,
+                   statsforecast's AutoETS and AutoARIMA, plain Keras LSTM and GRU (see
+                   bench/peers.py): test MAE, margin over the best peer, seed spread. Runs once
+                   per pipeline whatever --repeats says (the seeds give the spread)
 
 Usage: python -m bench [--cases windowing,feeding,...] [--repeats N] [--out bench/results.json]
+                       [--pipelines seattle_weather,...]
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import PROJECT_ROOT, machine, median_of, probe
+from bench.common import PROJECT_ROOT, ProbeError, machine, median_of, probe
+from bench.peers import MAX_ORIGINS, PEER_EPOCHS
 
 TIMESTEPS = 48
-CASES = ("windowing", "feeding", "training", "parse", "orchestration", "scale")
+CASES = ("windowing", "feeding", "training", "parse", "orchestration", "scale", "accuracy")
 MINIMAL_DAG = """
 from airflow.sdk import dag, task
 
@@ -54,8 +60,11 @@ minimal()
 
 
 class Suite:
-    def __init__(self, *, repeats: int, work: Path, say=print) -> None:
+    def __init__(
+        self, *, repeats: int, work: Path, pipelines: list[str] | None = None, say=print
+    ) -> None:
         self.repeats, self.work, self.say = repeats, work, say
+        self.pipelines = pipelines  # the accuracy case's; None: every bundled spec
         self.results: dict[str, Any] = {}
         self.goals: list[dict[str, Any]] = []
 
@@ -304,7 +313,6 @@ class Suite:
             "<= 1.3",
             out["ratio"] <= 1.3,
         )
-        self._accuracy(last["dags_test"]["run_dir"])
 
     def _dags_test(self, home: Path, root: Path, epochs: int | None) -> dict[str, Any]:
         env = {
@@ -340,15 +348,6 @@ class Suite:
         run_dir = next(iter((root / "seattle_weather" / "runs").iterdir()))
         return {"seconds": seconds, "tasks": times, "run_dir": str(run_dir)}
 
-    def _accuracy(self, run_dir: str) -> None:
-        board = json.loads((Path(run_dir) / "evaluate" / "leaderboard.json").read_text())
-        self.say("accuracy: seattle_weather test split, temp_max in deg C")
-        for row in board:
-            self.say(
-                f"  {row['name']:<20} {row['kind']:<9} MAE {row['mae']:.3f}  MASE {row['mase']:.3f}"
-            )
-        self.results["accuracy"] = {"pipeline": "seattle_weather", "leaderboard": board}
-
     def scale(self) -> None:
         rows = 2_000_000
         self.say(f"scale: {rows:,} rows x 8 features end to end, each step in its own process")
@@ -375,6 +374,104 @@ class Suite:
         self.results["scale"] = out
         self.goal("scale", "largest task peak memory, MiB", worst, "<= 3072", worst <= 3072)
 
+    def accuracy(self) -> None:
+        self.say(
+            "accuracy: each bundled pipeline's served model against its peers, test MAE in the "
+            "data's units, on the same targets (one run each, seeds for the spread)"
+        )
+        bundled = sorted((PROJECT_ROOT / "include" / "pipelines").glob("*.yaml"))
+        names = self.pipelines or [p.stem for p in bundled]
+        unknown = sorted(set(names) - {p.stem for p in bundled})
+        if unknown:
+            raise ValueError(
+                f"no bundled pipeline {unknown}; there are {[p.stem for p in bundled]}"
+            )
+        out = {}
+        for spec_file in (p for p in bundled if p.stem in names):
+            name = spec_file.stem
+            root = self.work / f"accuracy-{name}"
+            env = {"FRESHCAST_ARTIFACT_ROOT": str(root)}
+            try:
+                ran = probe(
+                    "pipeline_run",
+                    spec_file=str(spec_file),
+                    root=str(root),
+                    run_id="bench_accuracy",
+                    env=env,
+                    timeout=3600,
+                )
+                peers = probe(
+                    "accuracy_peers",
+                    root=str(root),
+                    run_dir=ran["run_dir"],
+                    served=ran["served"],
+                    max_origins=MAX_ORIGINS,
+                    peer_epochs=PEER_EPOCHS,
+                    env=env,
+                    timeout=3600,
+                )
+            except ProbeError as err:  # one series failing must not lose the others
+                out[name] = {"error": str(err)}
+                self.say(f"  {name} FAILED: {err}")
+                self.goal("accuracy", f"{name}: served model over best peer, %", None, "> spread",
+                          False)  # fmt: skip
+                continue
+            out[name] = {"pipeline_seconds": ran["seconds"], "run": ran, **peers}
+            self._accuracy_table(name, out[name])
+        self.results["accuracy"] = out
+
+    def _accuracy_table(self, name: str, got: dict[str, Any]) -> None:
+        c, unit, origins = got["comparison"], got["unit"], got["origins"]
+        served = got["served"]
+        scored = (
+            "all scored"
+            if origins["scored"] == origins["of"]
+            else f"one in {origins['step']} scored ({origins['scored']}), for every forecaster"
+        )
+        self.say(
+            f"  {name}: {got['target']} ({unit}), {origins['of']} test origins x "
+            f"{got['horizon']} step(s), {scored}; pipeline {got['pipeline_seconds']:.0f}s, "
+            f"peers {got['seconds']:.0f}s"
+        )
+        if origins["scored"] < origins["of"]:
+            full = got["scores"][served]["full_mae"]
+            self.say(f"    {served} on all {origins['of']} origins: MAE {full:.4f}")
+        if not got["promoted"]:
+            self.say(f"    nothing was promoted: {got['run']['decided']['verdict']}")
+            self.say(f"    the run's best model, {served}, stands in for the served model")
+        self.say(f"    {'name':<22}{'kind':<10}{'MAE':>10}{'vs served':>11}  fitted form, notes")
+        rows = sorted(got["scores"].items(), key=lambda kv: (kv[0] != served, _sortable(kv[1])))
+        mine = c["served_mae"]
+        for peer, s in rows:
+            vs = "" if peer == served or not mine else f"{100 * (s['mae'] / mine - 1):+.1f}%"
+            notes = "; ".join(str(s[k]) for k in ("model", "note", "error") if s.get(k)) or (
+                "" if peer != served or got["promoted"] else "not promoted"
+            )
+            self.say(f"    {peer:<22}{s['kind']:<10}{s['mae']:>10.4f}{vs:>11}  {notes}")
+        spread = (
+            f"{c['spread']:.4f} ({c['spread_pct']:.2f}% of the best peer's MAE)"
+            if c["spread"] is not None
+            else "none measured (one seed)"
+        )
+        verdict = {True: "yes", False: "NO", None: "n/a (no seed spread)"}[c["met"]]
+        self.say(
+            f"    margin of {served} over the best peer ({c['best_peer']}, {c['best_peer_mae']:.4f}"
+            f"): {c['margin']:+.4f} {unit} ({c['margin_pct']:+.2f}%); seed spread {spread}; "
+            f"served best by more than its seed spread: {verdict}"
+        )
+        target = (
+            f"> spread {c['spread_pct']:.2f}%"
+            if c["spread"] is not None
+            else "> spread (1 seed: none)"
+        )
+        self.goal(
+            "accuracy",
+            f"{name}: {served} over best peer {c['best_peer']}, %",
+            c["margin_pct"],
+            target,
+            c["met"],
+        )
+
     def device(self) -> None:
         self.results["device"] = probe("device")
         self.say(f"device: {self.results['device']['device']}")
@@ -385,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results.json"))
+    parser.add_argument(
+        "--pipelines",
+        default="",
+        help="the accuracy case's bundled pipelines, comma-separated (default: all)",
+    )
     args = parser.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
@@ -392,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="freshcast-bench-") as work:
-        suite = Suite(repeats=args.repeats, work=Path(work))
+        pipelines = [p for p in args.pipelines.split(",") if p] or None
+        suite = Suite(repeats=args.repeats, work=Path(work), pipelines=pipelines)
         info = machine()
         print(
             f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['memory_gb']} GB; "
@@ -424,6 +527,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nwritten to {args.out} in {report['seconds']:.0f}s")
     return 0
+
+
+def _sortable(score: dict[str, Any]) -> float:
+    """A score's MAE for sorting, a failed peer (NaN) last."""
+    value = score.get("mae")
+    return value if value is not None and value == value else float("inf")
 
 
 if __name__ == "__main__":

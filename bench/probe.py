@@ -387,19 +387,6 @@ def imports(module: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the pipeline
 
 
-STEP_ORDER = (
-    "ingest",
-    "validate",
-    "split_scale",
-    "window",
-    "train",
-    "evaluate",
-    "gate",
-    "promote",
-    "report",
-)
-
-
 @probe
 def steps_in_process(spec_file: str, root: str, epochs: int) -> dict[str, Any]:
     """The training DAG's steps called one after another in one Python process."""
@@ -407,25 +394,43 @@ def steps_in_process(spec_file: str, root: str, epochs: int) -> dict[str, Any]:
     with Timer() as total:
         from freshcast import steps
 
-        ingested = steps.ingest(spec_file, run_id="in_process", cutoff=None)
-        run = ingested["run_dir"]
-        times = {"ingest": ingested["seconds"]}
-        steps.data_changed(run, force=True)
-        for name in ("validate", "split_scale", "window"):
-            times[name] = getattr(steps, name)(run)["seconds"]
-        spec = steps.run_spec(Path(run))
-        trained = []
-        for model in spec.model_names:
-            with Timer() as one:
-                trained.append(steps.train(run, model, epochs=epochs))
-            times[f"train[{model}]"] = one.seconds
-        times["evaluate"] = steps.evaluate(run, trained)["seconds"]
-        decided = steps.gate(run, run_id="in_process")
-        times["gate"] = decided["seconds"]
-        if decided["promote"]:
-            times["promote"] = steps.promote(run, run_id="in_process")["seconds"]
-        times["report"] = steps.report(run, run_id="in_process")["seconds"]
-    return {"seconds": total.seconds, "steps": times}
+        ran = steps.run_all(spec_file, run_id="in_process", cutoff=None, epochs=epochs)
+    return {"seconds": total.seconds, "steps": ran["seconds"]}
+
+
+@probe
+def pipeline_run(spec_file: str, root: str, run_id: str) -> dict[str, Any]:
+    """A bundled pipeline's training steps in this process (`steps.run_all`), in a fresh
+    artifact root: its leaderboard, the gate's decision and the model it serves."""
+    os.environ["FRESHCAST_ARTIFACT_ROOT"] = root
+    with Timer() as total:
+        from freshcast import steps
+
+        ran = steps.run_all(spec_file, run_id=run_id, cutoff=None)
+    decided = ran["decided"]
+    promoted = bool(ran["promoted"]) and decided["promote"]
+    return {
+        "run_dir": str(ran["run_dir"]),
+        "seconds": total.seconds,
+        "step_seconds": ran["seconds"],
+        "leaderboard": ran["evaluated"]["leaderboard"],
+        "test_windows": ran["evaluated"].get("test_windows"),
+        "decided": {k: decided.get(k) for k in ("promote", "candidate", "verdict", "reasons")},
+        "served": decided["candidate"] if promoted else None,
+    }
+
+
+@probe
+def accuracy_peers(
+    root: str, run_dir: str, served: str | None, max_origins: int, peer_epochs: int
+) -> dict[str, Any]:
+    """Every peer of `bench.peers` on a finished run, scored beside the served model."""
+    os.environ["FRESHCAST_ARTIFACT_ROOT"] = root
+    from bench.peers import score_run
+
+    with Timer() as total:
+        scored = score_run(run_dir, served=served, max_origins=max_origins, peer_epochs=peer_epochs)
+    return {**scored, "seconds": total.seconds}
 
 
 @probe
