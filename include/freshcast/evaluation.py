@@ -575,3 +575,34 @@ def _flat_pair(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if y.size == 0:
         raise ValueError(f"`y` and `p` must not be empty. Received: shape={y.shape}")
     return y.ravel(), p.ravel()
+
+
+def naive_kernel(
+    *, timesteps: int, features: int, target: int, horizon: int, season: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seasonal naive (persistence for `season=1`) as a linear map of a flattened window.
+
+    Step k of a window's forecast repeats the window's target value at position
+    `timesteps + k - season * ceil((k + 1) / season)`, as `seasonal_naive` does in rows. A window
+    flattened row-major (`x.reshape(-1)`, as Keras' Flatten does) has that value at
+    `position * features + target`.
+
+    Returns:
+        kernel (timesteps * features, horizon) of zeros and ones, and a zero bias (horizon,):
+        `x.reshape(n, -1) @ kernel + bias` is the forecast in the target's scaled units.
+
+    Raises:
+        ValueError: when a step needs a position before the window (timesteps < season).
+    """
+    if not 0 <= target < features:
+        raise ValueError(f"`target` must be in [0, {features}). Received: target={target}")
+    k = np.arange(horizon)
+    positions = timesteps + k - season * ((k + season) // season)
+    if positions.min(initial=0) < 0:
+        raise ValueError(
+            f"a window of {timesteps} steps cannot hold the last season of {season} steps; "
+            "lengthen the window"
+        )
+    kernel = np.zeros((timesteps * features, horizon))
+    kernel[positions * features + target, k] = 1.0
+    return kernel, np.zeros(horizon)

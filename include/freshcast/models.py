@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from freshcast import import_keras
 from freshcast.artifacts import verify_file
 from freshcast.spec import ModelSpec
@@ -32,6 +34,7 @@ def build_model(
     horizon: int,
     seed: int,
     name: str | None = None,
+    base: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """A compiled model mapping [B, timesteps, features] to [B, horizon].
 
@@ -47,6 +50,10 @@ def build_model(
         seed: seeds Python, NumPy and the backend so the same spec gives the same model.
         name: the Keras model's name, default the spec's name; e.g. `lstm_s2` for the member
             `lstm-s2` of a seed ensemble (Keras names take underscores).
+        base: (kernel [timesteps * features, horizon], bias [horizon]) of a linear forecast
+            over the flattened window (`spec.base`): a frozen `base` Dense layer beside the
+            network, whose `forecast` layer then starts at zero, so the untrained model is the
+            base and training learns what the base misses. Saved with the model's weights.
     """
     keras.utils.set_random_seed(seed)
     layer_cls = _LAYERS[spec.type]
@@ -75,7 +82,15 @@ def build_model(
         x = layer(x)
     for i, units in enumerate(spec.dense):
         x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-    outputs = keras.layers.Dense(horizon, name="forecast")(x)
+    if base is None:
+        outputs = keras.layers.Dense(horizon, name="forecast")(x)
+    else:
+        correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="correction")(x)
+        frozen = keras.layers.Dense(horizon, trainable=False, name="base")
+        anchor = frozen(keras.layers.Flatten(name="window_flat")(inputs))  # [B, horizon]
+        kernel, bias = base
+        frozen.set_weights([np.asarray(kernel, "float32"), np.asarray(bias, "float32")])
+        outputs = keras.layers.Add(name="forecast")([anchor, correction])
     model = keras.Model(inputs, outputs, name=name or spec.name)
     model.compile(
         optimizer=_OPTIMIZERS[spec.optimizer](learning_rate=spec.learning_rate),

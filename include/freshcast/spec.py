@@ -336,6 +336,14 @@ class ModelSpec(_Strict):
         default_factory=list,
         description="Dense (relu) layers between the recurrent layers and the output.",
     )
+    base: Literal["none", "persistence", "seasonal_naive", "ridge"] = Field(
+        default="none",
+        description="A linear forecast the network corrects: the model's output is this base "
+        "(a fixed layer over the flattened input window: the last target value, the last "
+        "season, or ridge with its alpha chosen on validation, fit on the training split) plus "
+        "what the recurrent layers add, which starts at zero. Trend and seasonality are then "
+        "the base's job and the network learns what the base misses.",
+    )
     seeds: int = Field(
         default=1,
         ge=1,
@@ -495,6 +503,26 @@ class PipelineSpec(_Strict):
         if isinstance(value, list) and len(set(value)) != len(value):
             raise ValueError(f"`timestamp` lists a column twice: {quote(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _bases_fit(self) -> PipelineSpec:
+        for i, m in enumerate(self.models):
+            if m.base in ("persistence", "seasonal_naive") and self.target not in self.features:
+                raise ValueError(
+                    f"models.{i}.base {m.base!r} repeats past values of the target, so the "
+                    f"target {quote(self.target)} must be one of the `features`; add it, or use "
+                    "base: ridge"
+                )
+            lengths = [m.window or self.window]
+            if m.tune is not None and m.tune.window is not None:
+                lengths.append(m.tune.window[0])
+            shortest = min(lengths)
+            if m.base == "seasonal_naive" and shortest < self.season_length:
+                raise ValueError(
+                    f"models.{i}.base 'seasonal_naive' needs a window of at least season_length "
+                    f"({self.season_length}) steps; the shortest is {shortest}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _calendar_varies(self) -> PipelineSpec:

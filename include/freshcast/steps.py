@@ -342,8 +342,33 @@ def _build(
         horizon=layout["horizon"],
         seed=seed,
         name=name.replace(MEMBER_SEPARATOR, "_"),
+        base=_base(run, mspec, windows, layout),
     )
     return model, windows, layout
+
+
+def _base(
+    run: Path, mspec: ModelSpec, windows: dict[str, Windows], layout: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The linear forecast a model with `base` corrects, as (kernel, bias) over its flattened
+    window in scaled units: ridge fit on the training windows with alpha chosen on validation,
+    or (seasonal) naive."""
+    from freshcast import evaluation
+
+    if mspec.base == "none":
+        return None
+    if mspec.base == "ridge":
+        train, val = windows["train"], windows["val"]
+        chosen = evaluation.ridge_select(train.x, train.y, val.x, val.y, val.x[:1])
+        return evaluation.ridge_fit(train.x, train.y).solve(chosen.alpha)
+    season = run_spec(run).season_length if mspec.base == "seasonal_naive" else 1
+    return evaluation.naive_kernel(
+        timesteps=layout["timesteps"],
+        features=layout["inputs"],
+        target=layout["target"],
+        horizon=layout["horizon"],
+        season=season,
+    )
 
 
 def _fit_and_save(

@@ -30,7 +30,7 @@ def bundled():
     return dagbag()
 
 
-PIPELINES = ("seattle_weather", "seattle_weekly")
+PIPELINES = ("co2_monthly", "seattle_hourly", "seattle_weather", "seattle_weekly")
 ALL_DAGS = [f"{kind}_{p}" for p in PIPELINES for kind in ("train", "forecast", "rollback")]
 
 
@@ -60,6 +60,8 @@ def test_training_dag_shape(bundled, pipeline):
     dag = bundled.dags[f"train_{pipeline}"]
     order = ["ingest", "data_changed", "validate", "split_scale", "window", "train", "evaluate"]
     order += ["gate", "promote", "report"]
+    if pipeline == "seattle_hourly":  # its GRU has a search
+        order += ["plan_trials", "trial", "select"]
     assert sorted(t.task_id for t in dag.tasks) == sorted(order)
     assert dag.get_task("data_changed").downstream_task_ids == {"validate"}
     assert dag.get_task("gate").downstream_task_ids == {"promote", "report"}

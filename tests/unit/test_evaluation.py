@@ -613,3 +613,22 @@ def test_a_1e308_cell_is_refused_at_validate_before_any_metric():
     with pytest.raises(DataValidationError) as info:
         validate_frame(raw, _extreme_spec("minmax"), source="extreme.csv")
     assert "extreme.csv: column 'x', row 42: value 1e+308 is beyond ±1e+15" in str(info.value)
+
+
+@pytest.mark.parametrize(("season", "horizon"), [(1, 1), (1, 3), (4, 3), (4, 6), (7, 7)])
+def test_naive_kernel_is_the_seasonal_naive_forecast_of_each_window(season, horizon):
+    rng = np.random.default_rng(season)
+    array = rng.normal(size=(60, 3))  # target in column 1
+    windows = make_windows(array, timesteps=8, horizon=horizon, inputs=3, target=1)
+    kernel, bias = ev.naive_kernel(
+        timesteps=8, features=3, target=1, horizon=horizon, season=season
+    )
+    got = np.asarray(windows.x).reshape(len(windows), -1) @ kernel + bias
+    target_rows = np.arange(len(windows)) + 8
+    expected = ev.seasonal_naive(array[:, 1], target_rows, horizon=horizon, season=season)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_naive_kernel_refuses_a_window_shorter_than_the_season():
+    with pytest.raises(ValueError, match="cannot hold the last season of 12 steps"):
+        ev.naive_kernel(timesteps=6, features=1, target=0, horizon=1, season=12)

@@ -150,3 +150,20 @@ def test_build_ensemble_refuses_members_of_other_shapes():
 def test_build_ensemble_refuses_no_members():
     with pytest.raises(ValueError, match=r"at least one model\. Received: members=\[\]"):
         build_ensemble([], name="e")
+
+
+def test_a_model_with_a_base_starts_as_the_base_and_trains_only_the_correction():
+    from freshcast.evaluation import naive_kernel
+
+    spec = ModelSpec(type="gru", units=[4], base="persistence", dense=[3])
+    kernel, bias = naive_kernel(timesteps=5, features=2, target=0, horizon=2, season=1)
+    model = build_model(spec, timesteps=5, features=2, horizon=2, seed=1, base=(kernel, bias))
+    x = np.random.default_rng(0).normal(size=(8, 5, 2)).astype("float32")
+    untrained = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(untrained, np.repeat(x[:, -1:, 0], 2, axis=1), rtol=1e-6)
+    frozen = model.get_layer("base")
+    assert not frozen.trainable and frozen.count_params() == 5 * 2 * 2 + 2
+    assert all("base" not in w.path for w in model.trainable_weights)
+    model.fit(x, np.ones((8, 2)), epochs=2, verbose=0)
+    np.testing.assert_array_equal(frozen.get_weights()[0], kernel.astype("float32"))
+    assert not np.allclose(np.asarray(model(x, training=False)), untrained)

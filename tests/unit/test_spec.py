@@ -803,6 +803,16 @@ def test_calendar_inputs_come_after_the_features_and_before_a_separate_target(tm
         ({"models": [{"type": "lstm", "seeds": 0}]}, "models.0.seeds", "greater than or equal"),
         ({"models": [{"type": "lstm", "seeds": 21}]}, "models.0.seeds", "less than or equal"),
         ({"gate": {"beat": ["ridge", "arima"]}}, "gate.beat.1", "'persistence'"),
+        (
+            {"features": ["x"], "models": [{"type": "lstm", "base": "persistence"}]},
+            "(top level)",
+            "must be one of the `features`",
+        ),
+        (
+            {"season_length": 7, "models": [{"type": "gru", "base": "seasonal_naive"}]},
+            "(top level)",
+            "at least season_length (7) steps; the shortest is 3",
+        ),
     ],
 )
 def test_new_fields_that_cannot_work_are_refused_by_name(tmp_path, fields, field, words):
