@@ -965,6 +965,12 @@ def format_leaderboard(
         ]
         for row in board
     ]
+    if any(row.get("spread") is not None for row in board):  # seeds: their ensembles' spread
+        header.append(f"seed spread, {display.metric_label(metric, unit)}")
+        places = display.metric_decimals(metric, decimals) + 1
+        for row, line in zip(board, rows, strict=True):
+            spread = row.get("spread")
+            line.append("" if spread is None else f"± {display.number(spread, places)}")
     title = f"Leaderboard: test split, in the data's units, ranked by {metric}"
     return f"{title}\n{display.table(rows, header)}"
 

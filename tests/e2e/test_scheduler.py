@@ -80,7 +80,10 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     # The tiny pipeline has no unit: plain headers; persistence is its own skill's zero.
     assert "Leaderboard: test split, in the data's units, ranked by mase" in lines, output
     assert any(
-        re.fullmatch(r" +rank +name +kind +MAE +RMSE +MASE +skill vs persistence \(%\)", line)
+        re.fullmatch(
+            r" +rank +name +kind +MAE +RMSE +MASE +skill vs persistence \(%\) +seed spread, MASE",
+            line,
+        )
         for line in lines
     ), output
     assert any(re.fullmatch(r" +\d +persistence +baseline .* 0\.0", line) for line in lines)

@@ -112,6 +112,15 @@ def test_leaderboard_without_persistence_or_with_a_missing_figure_says_n_a():
     assert row.split()[3:] == ["1.000", "n/a", "0.500", "n/a"]
 
 
+def test_leaderboard_shows_an_ensembles_seed_spread_beside_it():
+    ensemble = {**board_row(1, "gru", "ensemble", 2.0, 2.5, 0.9), "spread": 0.0234}
+    seed = {**board_row(2, "gru-s1", "seed", 2.01, 2.6, 0.91), "of": "gru", "seed": 42}
+    lines = localrun.format_leaderboard([ensemble, seed], "mae", unit="°C", decimals=1)
+    header, first, second = lines.split("\n")[1:]
+    assert header.endswith("seed spread, MAE (°C)")
+    assert first.endswith("± 0.023") and not second.rstrip().endswith("0.023")
+
+
 # ---------------------------------------------------------------- the forecast line
 
 
