@@ -107,7 +107,8 @@ def test_schedules_come_from_the_specs(bundled):
 
 def test_train_is_mapped_over_the_specs_models(bundled):
     dag = bundled.dags["train_seattle_weather"]
-    assert dag.get_task("train").op_kwargs_expand_input.value == {"member": ["lstm", "gru"]}
+    members = [f"{m}-s{k}" for m in ("lstm", "gru") for k in (1, 2, 3)]  # three seeds each
+    assert dag.get_task("train").op_kwargs_expand_input.value == {"member": members}
     assert "trial" not in dag.task_ids and "select" not in dag.task_ids  # no search: no tasks
 
 

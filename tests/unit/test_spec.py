@@ -70,20 +70,23 @@ def test_bundled_daily_spec_loads():
     assert spec.source.resource == "_data/seattle-weather.csv"
     assert source_location(spec) == "vega_datasets:_data/seattle-weather.csv"
     assert spec.features == ["temp_max", "temp_min", "precipitation", "wind"]
-    assert spec.columns == ["temp_max", "temp_min", "precipitation", "wind"]
+    calendar = ["cal_dayofyear_sin", "cal_dayofyear_cos"]
+    assert spec.columns == ["temp_max", "temp_min", "precipitation", "wind", *calendar]
+    assert spec.data_columns == ["temp_max", "temp_min", "precipitation", "wind"]
     assert spec.gaps == GapSpec(fill="interpolate", max_missing=3)
     assert spec.resample is None
     assert spec.grid_frequency == "D"
     assert spec.model_names == ["lstm", "gru"]
-    assert spec.model("gru").units == [32]
-    assert spec.model("gru").learning_rate == 0.003
+    assert spec.model("gru").units == [64]
+    assert spec.model("gru").learning_rate == 0.001
+    assert spec.member_names == [f"{m}-s{k}" for m in ("lstm", "gru") for k in (1, 2, 3)]
 
 
 def test_bundled_weekly_spec_loads_with_defaults_filled():
     spec = load_spec(DEFAULT_PIPELINES_DIR / "seattle_weekly.yaml")
     assert spec.name == "seattle_weekly"
     assert spec.features == ["temp_max"]  # default: [target]
-    assert spec.columns == ["temp_max"]
+    assert spec.columns == ["temp_max", "cal_dayofyear_sin", "cal_dayofyear_cos"]
     assert spec.resample == ResampleSpec(frequency="W-SUN", aggregation="mean")
     assert spec.grid_frequency == "W-SUN"
     assert spec.split == SplitSpec(val=26, test=52)
