@@ -387,6 +387,9 @@ def test_a_person_sees_the_results_in_the_airflow_ui(ui, browser, shots):
     text = plugin_frame_text(browser, expect="Leaderboard")
     assert "MAE (°C)" in text and "skill vs persistence" in text
     assert re.search(r"Gate: promoted: (lstm|gru) is now champion v1", text)
+    # Each model's seeds under its ensemble with their spread, tuned ridge, the seasonal MASE.
+    assert "lstm-s1 (seed 42)" in text and "gru-s3 (seed 44)" in text and "±" in text
+    assert "ridge (alpha " in text and "MASE (seasonal)" in text
     browser.switch_to.default_content()
     browser.save_screenshot(str(shots / "report.png"))
 
