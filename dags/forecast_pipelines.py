@@ -85,6 +85,31 @@ def forecast_asset(spec: PipelineSpec) -> Asset:
     )
 
 
+def drift_asset(spec: PipelineSpec) -> Asset:
+    """The champion's live error drifted from its test error: an event schedules a retraining."""
+    return Asset(name=f"{spec.name}.drift", uri=f"x-freshcast://{spec.name}/drift", group="model")
+
+
+# Why a training run started, as the registry history records it, by Airflow's run type.
+TRIGGERS = {
+    "scheduled": "schedule",
+    "asset_triggered": "drift",
+    "manual": "manual",
+    "backfill": "replay",
+}
+
+
+def _training_schedule(spec: PipelineSpec):
+    """The spec's schedule OR the drift Asset (with `drift.enabled`): a drifting champion is
+    retrained at the next forecast run that sees it, not at the next tick."""
+    timetable = _schedule(spec.schedule)
+    if not spec.drift.enabled:
+        return timetable
+    if timetable is None or timetable == "@once":
+        return drift_asset(spec) if timetable is None else timetable
+    return AssetOrTimeSchedule(timetable=timetable, assets=drift_asset(spec))
+
+
 def _default_args(spec: PipelineSpec) -> dict[str, Any]:
     return {
         "owner": spec.owner,
@@ -140,6 +165,9 @@ Tasks: ingest -> data_changed -> validate -> split_scale -> window -> [plan_tria
 mapped task per trial of a `tune` search, validation split only) -> select] -> train (one mapped
 task per model and seed, pool `{TRAINING_POOL}`) -> evaluate (seeds, ensembles, baselines) ->
 gate -> promote -> report.
+{_backtest_doc(spec)}
+Runs on `{spec.schedule}`{_drift_doc(spec)}; the registry history records why each run
+started (schedule, drift, manual, replay).
 `data_changed` skips the rest when the data and spec equal the last decided run's (conf
 `force: true`, or an explicit `epochs` or `models`, trains anyway); the run's note says why.
 `gate` re-scores the champion on this run's test window beside the best new model; `promote`
@@ -156,6 +184,24 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/runs/<run_id>/`; registry:
 Trigger with options:
 `airflow dags trigger {spec.dag_id} --conf '{{"epochs": 3, "models": ["{spec.models[0].name}"]}}'`
 """
+
+
+def _backtest_doc(spec: PipelineSpec) -> str:
+    if spec.backtest is None:
+        return "No backtest (spec `backtest`)."
+    decides = (
+        "decides on the folds' mean" if spec.backtest.gate else "informs; the test split decides"
+    )
+    return (
+        f"Backtest: {spec.backtest.folds} folds (mapped `backtest` tasks, pool `{TRAINING_POOL}`) "
+        f"re-fit every model and baseline before each block of the test split; the gate {decides}."
+    )
+
+
+def _drift_doc(spec: PipelineSpec) -> str:
+    if not spec.drift.enabled:
+        return " (drift checks are off)"
+    return f" and whenever `{spec.name}.drift` says the champion's live error drifted"
 
 
 def _promoting(context: Any) -> bool:
@@ -192,7 +238,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
     @dag(
         dag_id=spec.dag_id,
-        schedule=_schedule(spec.schedule),
+        schedule=_training_schedule(spec),
         # No start_date: with catchup off, the first scheduled run is the schedule's next tick
         # (see _schedule). Manual runs and backfills name their own dates.
         catchup=False,
@@ -339,12 +385,33 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             with _fail_at_once():
                 return steps.evaluate(windowed["run_dir"], trained)
 
+        @task(
+            pool=TRAINING_POOL,
+            queue=spec.training_queue,
+            map_index_template="fold {{ task.op_kwargs['fold'] }}",
+            execution_timeout=timedelta(hours=2),
+        )
+        def backtest(windowed: dict[str, Any], fold: int) -> dict[str, Any]:
+            """One fold of the rolling-origin backtest: every model re-fit before its block."""
+            steps = _steps()
+
+            params = get_current_context()["params"]
+            with _fail_at_once():
+                return steps.backtest(
+                    windowed["run_dir"], fold, epochs=params["epochs"], models=params["models"]
+                )
+
         @task(execution_timeout=timedelta(minutes=30))
         def gate(evaluated: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
+            context = get_current_context()
             with _fail_at_once():  # e.g. a candidate that predicts non-finite values
-                return steps.gate(evaluated["run_dir"], run_id=get_current_context()["run_id"])
+                return steps.gate(
+                    evaluated["run_dir"],
+                    run_id=context["run_id"],
+                    trigger=TRIGGERS.get(_run_type(context), _run_type(context)),
+                )
 
         @task.run_if(_promoting, skip_message="the gate refused the candidate; the champion stays")
         @task(outlets=[champion], pool=REGISTRY_POOL)
@@ -375,7 +442,11 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             tried = trial.partial(planned=planned).expand(name=list(spec.trials))
             windowed = select(planned, tried)
         trained = train.partial(windowed=windowed).expand(member=spec.member_names)
-        decided = gate(evaluate(windowed, trained))
+        evaluated = evaluate(windowed, trained)
+        if spec.backtest:  # its folds in the training pool beside the members
+            folds = list(range(1, spec.backtest.folds + 1))
+            backtest.partial(windowed=windowed).expand(fold=folds) >> evaluated
+        decided = gate(evaluated)
         promote(decided) >> report(decided)
 
     return training()
@@ -400,8 +471,11 @@ def build_forecast_dag(spec: PipelineSpec) -> DAG:
 Runs on `{spec.forecast.schedule}` and whenever `{spec.dag_id}` or `{spec.rollback_dag_id}`
 moves the champion. `forecast` loads the champion bundle (sha256 checked, safe_mode on), checks
 the data against its input schema and forecasts `{spec.target}` {spec.horizon} step(s) past the
-data known at the run's time. `score_forecasts` scores every earlier forecast whose actuals have
-arrived and writes the forecast report.
+data known at the run's time, with prediction intervals at the levels the champion serves.
+`score_forecasts` scores every earlier forecast whose actuals have arrived and writes the
+forecast report; `drift` emits `{spec.name}.drift` (which schedules `{spec.dag_id}`) when the
+champion's live MAE exceeds {spec.drift.ratio} x its test MAE over at least
+{spec.drift.min_steps} scored steps{"" if spec.drift.enabled else " (drift checks are off)"}.
 Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`, and
 `runs/<run_id>/forecast/forecast.csv|parquet`, `runs/<run_id>/score/index.html`).
 """,
@@ -440,10 +514,32 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
 
             with _fail_at_once():
                 return steps.score_forecasts(
-                    made["forecast_dir"], run_id=get_current_context()["run_id"]
+                    made["forecast_dir"],
+                    run_id=get_current_context()["run_id"],
+                    spec_file=spec_file,
                 )
 
-        score_forecasts(forecast())
+        scored = score_forecasts(forecast())
+        if spec.drift.enabled:
+            drifted = drift_asset(spec)
+
+            # Skipped (no Asset event) unless the champion drifted.
+            @task(outlets=[drifted])
+            def drift(scored: dict[str, Any]) -> dict[str, Any]:
+                steps = _steps()
+
+                context = get_current_context()
+                result = steps.signal_drift(spec_file, scored["drift"], run_id=context["run_id"])
+                if not result["signal"]:
+                    raise AirflowSkipException(result["reason"])
+                keys = ("version", "live_mae", "test_mae", "ratio", "steps", "actuals_end")
+                context["outlet_events"][drifted].extra = {
+                    "run_id": context["run_id"],
+                    **{k: result[k] for k in keys},
+                }
+                return result
+
+            drift(scored)
 
     return forecasting()
 

@@ -27,7 +27,7 @@ KINDS = ("model", "ensemble", "seed", "baseline")
 # Leaderboard columns from a score's "per_step": column -> the metric listed per step.
 STEP_COLUMNS = {"mae_by_step": "mae", "rmse_by_step": "rmse"}
 # Entry fields a leaderboard row carries through when present (seeds, ensembles, tuning, ridge).
-CARRIED = ("spread", "members", "of", "seed", "alpha", "trial")
+CARRIED = ("spread", "members", "of", "seed", "alpha", "trial", "intervals", "backtest")
 # What each figure means, in one line, shown beside the figures in the report and the pages.
 EXPLAIN = {
     "mae": "mean absolute error, in the target's units: the typical size of a miss",
@@ -40,6 +40,12 @@ EXPLAIN = {
     "mase_seasonal": "MAE over the training split's seasonal naive MAE (lag = season_length): "
     "below 1 beats the seasonal naive in-sample",
     "per_step": "MAE and RMSE of each forecast step, 1 = the first step after the origin",
+    "coverage": "share of the test targets inside the prediction interval; near the nominal "
+    "level means the interval can be trusted at that level",
+    "width": "mean width of the prediction interval, in the target's units: narrower is more "
+    "useful at the same coverage",
+    "backtest": "the metric on each block of the test split, every model and baseline re-fit "
+    "on all rows before its block; mean and spread over the folds",
     "spread": "sample standard deviation of the figure over the seeds or members behind a row: "
     "a gap between rows smaller than it may be chance",
 }
@@ -315,6 +321,7 @@ class RidgeResult:
     alpha: float
     alphas: tuple[float, ...]
     val_mae: tuple[float | None, ...]  # one per alpha, y's scaled units; None without a value
+    normal: RidgeNormal  # the training windows' normal equations: solve or predict again
 
     @property
     def validation(self) -> dict[str, float | None]:
@@ -441,6 +448,7 @@ def ridge_select(
         alpha=alpha,
         alphas=alphas,
         val_mae=tuple(_value(e) for e in errors),
+        normal=normal,
     )
 
 
@@ -470,6 +478,91 @@ def ridge_forecast(
     _check_like_train(x_train, "x_test", x_test)
     normal = ridge_fit(x_train, y_train, batch_size=batch_size)
     return normal.predict(x_test, alpha, batch_size=batch_size)
+
+
+def level_key(level: float) -> str:
+    """A nominal coverage as the key of its interval figures: 0.8 -> "80", 0.975 -> "97.5"."""
+    return f"{level * 100:.10g}"
+
+
+def conformal_radius(residuals: np.ndarray, level: float) -> np.ndarray:
+    """Split-conformal half-widths, one per forecast step, from calibration residuals.
+
+    The radius of step h is the ceil((n + 1) * level)-th smallest |residual| of that step over
+    the n calibration windows: for a new window exchangeable with them, |error| <= radius with
+    probability at least `level` (Vovk et al. 2005; Lei et al. 2018). With too few windows for
+    the level (ceil((n + 1) * level) > n) the radius is infinite: no finite interval has it.
+
+    Args:
+        residuals: (samples, horizon) actual - forecast on windows the model did not fit, in
+            the data's units.
+        level: nominal coverage, in (0, 1).
+
+    Returns:
+        (horizon,) float64 radii.
+
+    Raises:
+        ValueError: on a level outside (0, 1), no samples or a non-finite residual.
+    """
+    errors = np.abs(np.asarray(residuals, dtype=np.float64))
+    if errors.ndim == 1:
+        errors = errors[:, None]
+    if not 0 < level < 1:
+        raise ValueError(f"`level` must be in (0, 1). Received: level={level}")
+    if errors.ndim != 2 or errors.shape[0] == 0 or not np.isfinite(errors).all():
+        raise ValueError(
+            "`residuals` must be (samples, horizon), finite, with at least one sample. "
+            f"Received: shape={errors.shape}"
+        )
+    n = errors.shape[0]
+    rank = math.ceil((n + 1) * level)
+    if rank > n:
+        return np.full(errors.shape[1], np.inf)
+    return np.sort(errors, axis=0)[rank - 1]
+
+
+def interval_scores(
+    calibration: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    levels: Iterable[float],
+    serve: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, dict[str, Any]] | None:
+    """Prediction intervals of one forecaster at each level, and how they did on the test split.
+
+    Args:
+        calibration: (actual, forecast), each (samples, horizon), on the validation windows.
+        test: (actual, forecast) on the test windows, scored with the calibration's radii.
+        levels: nominal coverages.
+        serve: (actual, forecast) the served radii are calibrated on (validation and test
+            together, the newest residuals); default `calibration`.
+
+    Returns:
+        level_key(level) -> {"level", "coverage" (share of test targets inside forecast +-
+        radius), "width" (mean interval width, data's units), "radius_by_step" (the radii the
+        coverage measured), "served_radius_by_step"}; None when a forecast is not finite
+        (a diverged model has no interval).
+    """
+    pairs = [calibration, test, *([serve] if serve is not None else [])]
+    if not all(np.isfinite(p).all() for _, p in pairs):
+        return None
+    residuals = np.subtract(*_step_pair(*calibration))
+    y, p = _step_pair(*test)
+    served = np.subtract(*_step_pair(*serve)) if serve is not None else residuals
+    out = {}
+    for level in levels:
+        radius = conformal_radius(residuals, level)
+        inside = np.abs(y - p) <= radius  # [samples, horizon]
+        out[level_key(level)] = {
+            "level": float(level),
+            "coverage": float(inside.mean()),
+            "coverage_by_step": [float(c) for c in inside.mean(axis=0)],
+            "width": _value(float(np.mean(2 * radius))),
+            "radius_by_step": [_value(r) for r in radius],
+            "served_radius_by_step": [_value(r) for r in conformal_radius(served, level)],
+            "calibration_windows": int(residuals.shape[0]),
+        }
+    return out
 
 
 def leaderboard(scores: Mapping[str, Mapping[str, Any]], *, metric: str) -> list[dict[str, Any]]:

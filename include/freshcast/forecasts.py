@@ -27,6 +27,20 @@ HISTORY_COLUMNS = (
     "model_version",  # the registry version that made it
     "model_name",
 )
+# Optional columns: the bounds of each prediction interval served, `lower_80`, `upper_80`, ...
+BOUND_PREFIXES = ("lower_", "upper_")
+
+
+def bound_columns(frame: pd.DataFrame) -> list[str]:
+    """The interval bound columns a forecast frame carries, in its order."""
+    return [c for c in frame.columns if str(c).startswith(BOUND_PREFIXES)]
+
+
+def interval_keys(frame: pd.DataFrame) -> list[str]:
+    """The levels ("80", "95") whose lower and upper bounds the frame carries."""
+    columns = set(frame.columns)
+    return [c[len("lower_") :] for c in frame.columns if str(c).startswith("lower_")
+            and f"upper_{c[len('lower_'):]}" in columns]  # fmt: skip
 
 
 def forecasts_dir(pipeline: str, *, root: Path | None = None) -> Path:
@@ -61,8 +75,9 @@ def append_history(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
         )
     history = read_history(path)
     history = history[history["run_id"] != rows["run_id"].iloc[0]]
-    parts = [p for p in (history, rows[list(HISTORY_COLUMNS)]) if len(p)]
-    merged = pd.concat(parts, ignore_index=True) if parts else rows[list(HISTORY_COLUMNS)]
+    kept = rows[[*HISTORY_COLUMNS, *bound_columns(rows)]]
+    parts = [p for p in (history, kept) if len(p)]
+    merged = pd.concat(parts, ignore_index=True) if parts else kept
     merged = merged.sort_values(["made_at", "time", "step"], kind="stable").reset_index(drop=True)
     with artifacts.atomic_path(Path(path)) as tmp:
         merged.to_parquet(tmp, index=False)
@@ -91,12 +106,22 @@ def score_history(history: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
 
 
 def accuracy_by_version(scored: pd.DataFrame) -> pd.DataFrame:
-    """Forecast accuracy per model version over every scored step: n, MAE, RMSE, bias."""
+    """Forecast accuracy per model version over every scored step: n, MAE, RMSE, bias, and per
+    interval level the live coverage (share of actuals inside the served bounds, over the steps
+    that had bounds)."""
     done = scored.dropna(subset=["actual"])
+    keys = interval_keys(done)
     rows = []
     for version, part in done.groupby("model_version", sort=True):
+        coverage = {}
+        for key in keys:
+            lower, upper = part[f"lower_{key}"].astype(float), part[f"upper_{key}"].astype(float)
+            has = lower.notna() & upper.notna()
+            inside = (lower[has] <= part["actual"][has]) & (part["actual"][has] <= upper[has])
+            coverage[f"coverage_{key}"] = float(inside.mean()) if has.any() else np.nan
         rows.append(
             {
+                **coverage,
                 "model_version": int(version),
                 "model_name": str(part["model_name"].iloc[-1]),
                 "forecasts": int(part["run_id"].nunique()),
@@ -120,8 +145,63 @@ def accuracy_by_version(scored: pd.DataFrame) -> pd.DataFrame:
             "bias",
             "first",
             "last",
+            *(f"coverage_{key}" for key in keys),
         ],
     )
+
+
+def drift_check(
+    scored: pd.DataFrame,
+    *,
+    version: int,
+    test_mae: float | None,
+    ratio: float,
+    min_steps: int,
+    recent: int,
+) -> dict[str, object]:
+    """Has the champion's live error moved away from the error it was promoted on?
+
+    Args:
+        scored: `score_history`'s rows.
+        version: the champion's registry version; only its forecasts count.
+        test_mae: its MAE on its run's test split, in the data's units.
+        ratio: drift when live MAE > ratio * test MAE.
+        min_steps: scored forecast steps needed to judge at all.
+        recent: the latest scored steps (by target time) whose MAE is the live error.
+
+    Returns:
+        {"drift": bool, "version", "live_mae", "test_mae", "ratio" (live / test), "threshold",
+        "steps" (scored steps judged), "actuals_end" (latest target time judged), "reason"}.
+    """
+    mine = scored[(scored["model_version"] == version) & scored["actual"].notna()]
+    mine = mine.sort_values(["time", "made_at"], kind="stable").tail(recent)
+    out: dict[str, object] = {
+        "drift": False,
+        "version": int(version),
+        "test_mae": test_mae,
+        "threshold": ratio,
+        "steps": len(mine),
+        "live_mae": float(mine["abs_error"].mean()) if len(mine) else None,
+        "ratio": None,
+        "actuals_end": str(pd.Timestamp(mine["time"].max()).isoformat()) if len(mine) else None,
+    }
+    if test_mae is None or not np.isfinite(test_mae) or test_mae <= 0:
+        out["reason"] = f"v{version} has no positive test MAE to compare with"
+        return out
+    if len(mine) < min_steps:
+        out["reason"] = (
+            f"v{version} has {len(mine)} scored forecast step(s), fewer than drift.min_steps "
+            f"({min_steps}): too few to judge"
+        )
+        return out
+    out["ratio"] = float(out["live_mae"]) / test_mae
+    out["drift"] = out["ratio"] > ratio
+    verb = "exceeds" if out["drift"] else "is within"
+    out["reason"] = (
+        f"v{version}'s live MAE over its latest {len(mine)} scored steps is {out['live_mae']:.4g}, "
+        f"{out['ratio']:.2f} x its test MAE {test_mae:.4g}: {verb} the drift ratio {ratio:g}"
+    )
+    return out
 
 
 def accuracy_over_time(scored: pd.DataFrame) -> pd.DataFrame:

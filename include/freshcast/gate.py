@@ -210,11 +210,13 @@ def verdict(
     metric, name = decision["metric"], decision.get("candidate")
     if name is None:
         return "nothing to decide: no model trained"
+    if decision.get("basis") == "backtest":  # the figures are the folds' means
+        metric = f"backtest mean {metric}"
     scores = decision.get("scores", {})
 
     def shown(entry: str) -> str:
-        value = scores.get(entry, {}).get(metric)
-        return metric_value(metric, value, decimals=decimals, unit=unit)
+        value = scores.get(entry, {}).get(decision["metric"])
+        return metric_value(decision["metric"], value, decimals=decimals, unit=unit)
 
     champion = decision.get("champion_version")
     held = decision.get("current_champion", champion)

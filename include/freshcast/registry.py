@@ -572,8 +572,11 @@ def _summary(event: Mapping[str, Any]) -> str:
         return f"v{event.get('version')}: {event.get('problem', '')}"
     if kind == "repaired":
         return "; ".join(event.get("actions", []))
+    if kind == "drift":
+        return f"forecast run {event.get('run_id')}: {event.get('reason', '')}"
     decision = event.get("decision", {})
-    parts = [f"run {event.get('run_id')}"]
+    started = f" ({decision['trigger']})" if decision.get("trigger") else ""
+    parts = [f"run {event.get('run_id')}{started}"]
     if kind == "promoted":
         parts.append(f"-> v{event['version']}")
     parts.append("; ".join(decision.get("reasons", [])))

@@ -74,6 +74,7 @@ CALENDAR_COMPONENTS = {
 _UNIT_RANK = {"s": 0, "min": 1, "h": 2, "D": 3, "B": 3, "W": 4, "M": 5, "Q": 6, "Y": 7}
 MAX_SEEDS = 20
 MAX_TRIALS = 200
+MAX_FOLDS = 20
 # A member of a model with several seeds, a tuning trial, a learning-rate sweep: "<model>-s2".
 MEMBER_SEPARATOR = "-"
 
@@ -181,6 +182,57 @@ class ForecastSpec(_Strict):
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
         return _check_schedule(value)
+
+
+class BacktestSpec(_Strict):
+    """A rolling-origin backtest: the test split cut into `folds` consecutive blocks; fold k
+    re-fits every model and baseline on all rows before its block (expanding window; the last
+    `split.val` rows of them validate) and scores the block."""
+
+    folds: int = Field(default=5, ge=2, le=MAX_FOLDS, description="Blocks of the test split.")
+    gate: bool = Field(
+        default=False,
+        description="Decide on the folds' mean: the candidate (the best model or ensemble by "
+        "that mean) must beat the baselines and the champion (its forecasts of the same "
+        "blocks) on it, by the margin.",
+    )
+
+
+class DriftSpec(_Strict):
+    """When the champion's live error asks for a retraining before the schedule does."""
+
+    enabled: bool = True
+    ratio: float = Field(
+        default=1.5,
+        gt=1,
+        description="Drift when the champion's live MAE on its latest scored forecast steps "
+        "exceeds its test MAE times this.",
+    )
+    min_steps: PositiveInt = Field(
+        default=10, description="Scored forecast steps needed before drift is judged."
+    )
+    recent: PositiveInt = Field(
+        default=50, description="The latest scored forecast steps of the champion compared."
+    )
+
+    @model_validator(mode="after")
+    def _enough(self) -> DriftSpec:
+        if self.recent < self.min_steps:
+            raise ValueError(
+                f"`recent` ({self.recent}) must be at least `min_steps` ({self.min_steps})"
+            )
+        return self
+
+
+class TrackingSpec(_Strict):
+    """Experiment tracking (optional): where MLflow runs and model versions go."""
+
+    mlflow_uri: str | None = Field(
+        default=None,
+        max_length=500,
+        description="MLflow tracking URI (e.g. http://127.0.0.1:5000); default: the "
+        "MLFLOW_TRACKING_URI environment variable; neither: no tracking.",
+    )
 
 
 class ResampleSpec(_Strict):
@@ -436,6 +488,16 @@ class PipelineSpec(_Strict):
     )
     gate: GateSpec = GateSpec()
     forecast: ForecastSpec = ForecastSpec()
+    intervals: Annotated[list[Fraction], Field(max_length=5)] = Field(
+        default=[0.8, 0.95],
+        description="Nominal coverages of the prediction intervals served with every forecast "
+        "(split conformal, per step, from validation residuals); [] serves none.",
+    )
+    backtest: BacktestSpec | None = Field(
+        default=None, description="A rolling-origin backtest of every model and baseline."
+    )
+    drift: DriftSpec = DriftSpec()
+    tracking: TrackingSpec = TrackingSpec()
     owner: str = "freshcast"
     tags: list[str] = Field(default_factory=list)
     models: list[ModelSpec] = Field(min_length=1)
@@ -536,6 +598,13 @@ class PipelineSpec(_Strict):
                 f"{self.grid_frequency!r} grid (every row has the same value); drop them"
             )
         return self
+
+    @field_validator("intervals")
+    @classmethod
+    def _levels(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"`intervals` lists a level twice: {quote(value)}")
+        return sorted(value)
 
     @field_validator("models")
     @classmethod

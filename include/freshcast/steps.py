@@ -101,7 +101,14 @@ def load_windows(
 
 def test_targets(series: np.ndarray, layout: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The test windows' first target rows [n] and their actual values [n, horizon]."""
-    start, stop = layout["ranges"]["test"]
+    return split_targets(series, layout, "test")
+
+
+def split_targets(
+    series: np.ndarray, layout: dict[str, Any], split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split's windows' first target rows [n] and their actual values [n, horizon]."""
+    start, stop = layout["ranges"][split]
     target_rows = np.arange(start, stop) + layout["timesteps"]  # [n]
     actual = series[target_rows[:, None] + np.arange(layout["horizon"])]  # [n, horizon]
     return target_rows, actual
@@ -204,12 +211,19 @@ def validate(run_dir: str | Path) -> dict[str, Any]:
 
 
 @_timed
-def split_scale(run_dir: str | Path) -> dict[str, Any]:
-    """Split chronologically, fit the scaler on the training rows only, scale the whole series."""
+def split_scale(
+    run_dir: str | Path, *, sizes: tuple[int, int, int] | None = None
+) -> dict[str, Any]:
+    """Split chronologically, fit the scaler on the training rows only, scale the whole series.
+
+    Args:
+        sizes: rows of (train, val, test); default the spec's `split` (a backtest fold names
+            its own).
+    """
     run = artifacts.local(run_dir)
     spec = run_spec(run)
     frame = load_series(run)
-    train, val, test = spec.split.sizes(len(frame))
+    train, val, test = sizes or spec.split.sizes(len(frame))
     values = frame[spec.columns].to_numpy(dtype=np.float64)  # [rows, columns]
     scaler = fit_scaler(spec.scaler, values[:train], spec.columns)
     scaled = scaler.transform(values)  # float32 [rows, columns]
@@ -276,6 +290,15 @@ def window(run_dir: str | Path) -> dict[str, Any]:
             split_ranges(rows, timesteps=length, horizon=spec.horizon)
         except ValueError as err:
             raise WindowError(f"{spec.spec_path or spec.name}: {who}: {err}; shorten it") from None
+        for fold in backtest_folds(splits, spec):  # and every backtest fold's splits
+            try:
+                split_ranges(fold["sizes"], timesteps=length, horizon=spec.horizon)
+            except ValueError as err:
+                raise WindowError(
+                    f"{spec.spec_path or spec.name}: field 'backtest.folds': fold {fold['fold']} "
+                    f"of {len(fold['sizes'])} splits {fold['sizes']} with {who}: {err}; use "
+                    "fewer folds or a larger test split"
+                ) from None
     layout = {
         "timesteps": spec.window,
         "horizon": spec.horizon,
@@ -311,6 +334,37 @@ def window(run_dir: str | Path) -> dict[str, Any]:
             shapes=shapes,
         )
     return {"run_dir": artifacts.where(run), "shapes": shapes}
+
+
+def backtest_folds(splits: Mapping[str, Any], spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The rolling-origin folds of a spec's `backtest` over a run's splits ([] without one).
+
+    The test split is cut into `folds` consecutive blocks (the last takes the remainder). Fold
+    k fits on every row before its block, the last `val` of them validating (as many as the
+    run's validation split), and scores the block: an expanding window, each fold knowing only
+    the past of its block.
+
+    Returns:
+        [{"fold": k (1-based), "first_row": the block's first row, "stop": one past its last,
+        "sizes": (train, val, test) rows of the fold's series (its rows up to `stop`)}].
+    """
+    if spec.backtest is None:
+        return []
+    first, rows = splits["test"]["first_row"], splits["test"]["rows"]
+    val, block = splits["val"]["rows"], rows // spec.backtest.folds
+    folds = []
+    for k in range(spec.backtest.folds):
+        start = first + k * block
+        stop = first + rows if k == spec.backtest.folds - 1 else start + block
+        folds.append(
+            {
+                "fold": k + 1,
+                "first_row": start,
+                "stop": stop,
+                "sizes": (start - val, val, stop - start),
+            }
+        )
+    return folds
 
 
 def member_spec(run: Path, spec: PipelineSpec, member: str) -> tuple[ModelSpec, int]:
@@ -360,7 +414,7 @@ def _base(
     if mspec.base == "ridge":
         train, val = windows["train"], windows["val"]
         chosen = evaluation.ridge_select(train.x, train.y, val.x, val.y, val.x[:1])
-        return evaluation.ridge_fit(train.x, train.y).solve(chosen.alpha)
+        return chosen.normal.solve(chosen.alpha)
     season = run_spec(run).season_length if mspec.base == "seasonal_naive" else 1
     return evaluation.naive_kernel(
         timesteps=layout["timesteps"],
@@ -631,6 +685,7 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     series = frame[spec.target].to_numpy(dtype=np.float64)  # [rows], original units
     horizon = layout["horizon"]
     target_rows, actual = test_targets(series, layout)
+    val_rows, val_actual = split_targets(series, layout, "val")
     train_target = series[: splits["train"]["rows"]]
     scale = evaluation.naive_scale(train_target)
     seasonal_scale = (
@@ -643,6 +698,7 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         return scaler.inverse(scaled, column=spec.target)
 
     forecasts: dict[str, tuple[str, np.ndarray]] = {}
+    on_val: dict[str, np.ndarray] = {}  # name -> its forecasts of the validation windows
     extras: dict[str, dict[str, Any]] = {}
     models: dict[str, dict[str, Any]] = {}  # member -> loaded model, by model name below
     by_model: dict[str, list[str]] = {}
@@ -652,18 +708,19 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         path = output_path(run / "train" / member, "model", verify=False)  # fetched
         model = load_model(path, sha256=result["sha256"])
         timesteps = int(model.input_shape[1])
-        test = (
-            windows["test"]
+        views = (
+            windows
             if timesteps == layout["timesteps"]
-            else (load_windows(run, timesteps=timesteps)[0]["test"])
+            else load_windows(run, timesteps=timesteps)[0]
         )
-        models[member] = {"model": model, "test": test}
+        models[member] = {"model": model}
         by_model.setdefault(of, []).append(member)
         seeded = spec.model(of).seeds > 1
         forecasts[member] = (
             "seed" if seeded else "model",
-            to_units(predict(model, test, batch_size=256)),
+            to_units(predict(model, views["test"], batch_size=256)),
         )
+        on_val[member] = to_units(predict(model, views["val"], batch_size=256))
         if seeded:
             extras[member] = {"of": of, "seed": seed}
     ensembles = {}
@@ -671,22 +728,36 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
         if spec.model(of).seeds == 1:
             continue
         forecasts[of] = ("ensemble", np.mean([forecasts[m][1] for m in members], axis=0))
+        on_val[of] = np.mean([on_val[m] for m in members], axis=0)
         extras[of] = {"members": members, "seeds": len(members)}
         ensembles[of] = build_ensemble([models[m]["model"] for m in members], name=of)
-    forecasts["persistence"] = (
-        "baseline",
-        evaluation.persistence(series, target_rows, horizon=horizon),
-    )
-    forecasts[f"seasonal_naive_{spec.season_length}"] = (
-        "baseline",
-        evaluation.seasonal_naive(series, target_rows, horizon=horizon, season=spec.season_length),
-    )
+    naive = {"persistence": 1, f"seasonal_naive_{spec.season_length}": spec.season_length}
+    for name, season in naive.items():
+        forecasts[name] = (
+            "baseline",
+            evaluation.seasonal_naive(series, target_rows, horizon=horizon, season=season),
+        )
+        if val_rows[0] >= season:  # the validation windows' origins reach a season back
+            on_val[name] = evaluation.seasonal_naive(
+                series, val_rows, horizon=horizon, season=season
+            )
     ridge = evaluation.ridge_select(
         windows["train"].x, windows["train"].y, windows["val"].x, windows["val"].y,
         windows["test"].x,
     )  # fmt: skip
     forecasts["ridge"] = ("baseline", to_units(ridge.predictions))
+    on_val["ridge"] = to_units(ridge.normal.predict(windows["val"].x, ridge.alpha))
     extras["ridge"] = {"alpha": ridge.alpha}
+    if spec.intervals:  # split conformal: radii from the validation residuals of each forecaster
+        for name, (_, pred) in forecasts.items():
+            if name in on_val:
+                extras.setdefault(name, {})["intervals"] = evaluation.interval_scores(
+                    (val_actual, on_val[name]),
+                    (actual, pred),
+                    levels=spec.intervals,
+                    serve=(np.vstack([val_actual, actual]), np.vstack([on_val[name], pred])),
+                )
+    folds = _backtest_scores(run, spec) if spec.backtest else None
 
     scores = {
         name: {
@@ -699,6 +770,9 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     for of, members in by_model.items():
         if of in ensembles:
             scores[of]["spread"] = evaluation.spread([scores[m][spec.metric] for m in members])
+    for name, summary in (folds or {}).get("scores", {}).items():
+        if name in scores:
+            scores[name]["backtest"] = summary
     board = evaluation.leaderboard(scores, metric=spec.metric)
     times = frame.index[(target_rows[:, None] + np.arange(horizon)).ravel()]  # [n * horizon]
     predictions = pd.concat(
@@ -709,6 +783,7 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
                 "name": name,
                 "actual": actual.ravel(),
                 "prediction": pred.ravel(),
+                **_bounds(pred, scores[name].get("intervals"), spec.intervals, "radius_by_step"),
             }
         )
         for name, (_, pred) in forecasts.items()
@@ -727,6 +802,9 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
             "ridge_alpha": ridge.alpha,
             "ridge_validation_mae": ridge.validation,
             "test_windows": len(target_rows),
+            "validation_windows": len(val_rows),
+            "intervals": spec.intervals,
+            "backtest": {k: v for k, v in folds.items() if k != "scores"} if folds else None,
             "horizon": horizon,
             "scores": scores,
         }
@@ -766,11 +844,154 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     }
 
 
+def _bounds(
+    forecast: np.ndarray, intervals: Mapping[str, Any] | None, levels: Iterable[float], key: str
+) -> dict[str, np.ndarray]:
+    """`lower_<level>` and `upper_<level>` columns, flattened like `forecast` [n, horizon]:
+    the forecast -+ each level's radius per step (`intervals[level][key]`); NaN without one."""
+    from freshcast.evaluation import level_key
+
+    out = {}
+    for level in levels:
+        entry = (intervals or {}).get(level_key(level))
+        radius = np.array(
+            [np.nan if r is None else r for r in (entry or {}).get(key, [np.nan])], np.float64
+        )  # [horizon] (or [1] of NaN)
+        pred = np.asarray(forecast, np.float64).reshape(-1, radius.size if entry else 1)
+        out[f"lower_{level_key(level)}"] = (pred - radius).ravel()
+        out[f"upper_{level_key(level)}"] = (pred + radius).ravel()
+    return out
+
+
+def _backtest_scores(run: Path, spec: PipelineSpec) -> dict[str, Any]:
+    """The backtest's folds (as their `backtest` tasks scored them) summed up per name: the
+    ranking metric on each fold, every metric's mean over the folds, the spread of the ranking
+    metric. A fold without a result (its task failed) is None in the lists and left out of the
+    means."""
+    from freshcast.evaluation import METRICS, spread
+
+    blocks, scored = [], []
+    for fold in backtest_folds(read_json(output_path(run / "split_scale", "splits")), spec):
+        sub = run / "backtest" / f"fold{fold['fold']}"
+        found = artifacts.store().published(sub / "evaluate")
+        metrics = read_json(output_path(sub / "evaluate", "metrics")) if found else None
+        splits = read_json(output_path(sub / "split_scale", "splits")) if found else None
+        blocks.append(
+            {
+                "fold": fold["fold"],
+                "train_rows": fold["sizes"][0],
+                "val_rows": fold["sizes"][1],
+                "rows": fold["sizes"][2],
+                "start": splits["test"]["start"] if splits else None,
+                "end": splits["test"]["end"] if splits else None,
+                "test_windows": metrics["test_windows"] if metrics else None,
+                "done": found,
+            }
+        )
+        scored.append(metrics["scores"] if metrics else {})
+    done = [fold for block, fold in zip(blocks, scored, strict=True) if block["done"]]
+    summary = {}
+    for name in sorted({n for fold in done for n in fold}):
+        # A fold that finished without this name (or without a value) leaves no mean.
+        means = {}
+        for m in (*METRICS, "mase_seasonal"):
+            values = [(fold.get(name) or {}).get(m) for fold in done]
+            means[m] = None if None in values else float(np.mean(values))
+        folds = [(fold.get(name) or {}).get(spec.metric) for fold in scored]
+        summary[name] = {
+            "metric": spec.metric,
+            "folds": folds,
+            "mean": means,
+            "spread": spread(folds),
+        }
+    return {"folds": blocks, "gate": spec.backtest.gate, "metric": spec.metric, "scores": summary}
+
+
+@_timed
+def backtest(
+    run_dir: str | Path,
+    fold: int,
+    *,
+    epochs: int | None = None,
+    models: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Fold `fold` (1-based) of the spec's rolling-origin backtest: a run of its own in
+    `backtest/fold<k>/` over the series' rows up to the end of its block, split as
+    `backtest_folds` says (scaler fit on the fold's training rows), every member re-fit (with a
+    search's chosen values) and every model, ensemble and baseline scored on the block.
+
+    Args:
+        models: the models to re-fit (the run's conf `models`); default all.
+
+    Returns:
+        {"fold", "run_dir" (the fold's), "start", "end", "scores": {name: ranking metric}}.
+    """
+    run = artifacts.local(run_dir)
+    spec = run_spec(run)
+    splits = read_json(output_path(run / "split_scale", "splits"))
+    folds = backtest_folds(splits, spec)
+    if not 1 <= fold <= len(folds):
+        raise WindowError(f"{spec.name}: no backtest fold {fold}; the spec has {len(folds)}")
+    plan = folds[fold - 1]
+    sub = run / "backtest" / f"fold{fold}"
+    with artifacts.step_output(sub / "ingest") as out:  # the spec, without a backtest of its own
+        alone = spec.model_copy(update={"backtest": None}).model_dump(mode="json")
+        write_manifest(
+            out, step="ingest", outputs={"spec": artifacts.write_json(out / "spec.json", alone)}
+        )
+    with artifacts.step_output(sub / "validate") as out:
+        frame = load_series(run).iloc[: plan["stop"]]
+        write_manifest(
+            out,
+            step="validate",
+            inputs={"series": artifacts.recorded(run / "validate", "series")},
+            outputs={"series": _save_parquet(out / "series.parquet", frame)},
+            params={"fold": fold, "rows": plan["stop"]},
+            shapes={"series": list(frame.shape)},
+        )
+    split_scale(sub, sizes=plan["sizes"])
+    window(sub)
+    if spec.trials:  # the members re-fit with the values the run's search chose
+        with artifacts.step_output(sub / "select") as out:
+            chosen = read_json(output_path(run / "select", "trials"))
+            write_manifest(
+                out,
+                step="select",
+                outputs={"trials": artifacts.write_json(out / "trials.json", chosen)},
+            )
+    wanted = set(models or spec.model_names)
+    trained = [
+        train(sub, member, epochs=epochs)
+        for member, (model, _) in spec.members.items()
+        if model in wanted
+    ]
+    evaluated = evaluate(sub, trained)
+    block = read_json(output_path(sub / "split_scale", "splits"))["test"]
+    log.info("backtest fold %d of %d: %s .. %s", fold, len(folds), block["start"], block["end"])
+    return {
+        "fold": fold,
+        "run_dir": artifacts.where(sub),
+        "start": block["start"],
+        "end": block["end"],
+        "scores": {r["name"]: r[spec.metric] for r in evaluated["leaderboard"]},
+    }
+
+
 def _flat_board(board: list[dict[str, Any]]) -> pd.DataFrame:
-    """The leaderboard as CSV columns: per-step lists become `mae_step1`, `mae_step2`, ..."""
+    """The leaderboard as CSV columns: per-step lists become `mae_step1`, `mae_step2`, ...;
+    intervals `coverage_80`, `width_80`; a backtest `backtest_mean`, `backtest_fold1`, ..."""
     rows = []
     for row in board:
-        flat = {k: v for k, v in row.items() if not isinstance(v, list)}
+        flat = {k: v for k, v in row.items() if not isinstance(v, list | dict)}
+        for key, entry in (row.get("intervals") or {}).items():
+            flat[f"coverage_{key}"] = entry["coverage"]
+            flat[f"width_{key}"] = entry["width"]
+        if row.get("backtest"):
+            backtest = row["backtest"]
+            flat["backtest_mean"] = backtest["mean"][backtest["metric"]]
+            flat["backtest_spread"] = backtest["spread"]
+            for fold, value in enumerate(backtest["folds"], start=1):
+                flat[f"backtest_fold{fold}"] = value
         for key in ("mae_by_step", "rmse_by_step"):
             for step, value in enumerate(row.get(key) or [], start=1):
                 flat[f"{key.split('_')[0]}_step{step}"] = value
@@ -966,8 +1187,14 @@ def _candidate_model(run: Path, name: str) -> tuple[Path, str]:
 
 
 @_timed
-def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str, Any]:
+def gate(
+    run_dir: str | Path, *, run_id: str, sample_size: int = 16, trigger: str | None = None
+) -> dict[str, Any]:
     """Score the champion on this run's test window beside the run's best model and decide.
+
+    With `backtest.gate` the figures compared are the backtest's means over its folds (the
+    candidate: the best model or ensemble by that mean; the champion: its forecasts of each
+    fold's block). `trigger` (schedule, drift, manual, replay) is recorded with the decision.
 
     Writes `gate/decision.json` (every figure side by side) and, for a candidate, a sample of
     its inputs and outputs that the bundle's fresh-process check must reproduce. A refusal is
@@ -985,13 +1212,27 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     # A metric without a value is null in leaderboard.json (NaN in files written before).
     # Candidates are models and ensembles; a single seed of an ensemble is never picked on the
     # test split.
-    entries = [r for r in board if r["kind"] in CANDIDATE_KINDS]
-    models = [r for r in entries if r[spec.metric] is not None and np.isfinite(r[spec.metric])]
-    broken = [r["name"] for r in entries if r not in models]
-    baselines = {n: s for n, s in metrics["scores"].items() if s["kind"] == "baseline"}
-    candidate = (models[0]["name"], metrics["scores"][models[0]["name"]]) if models else None
+    on_backtest = bool(spec.backtest and spec.backtest.gate and metrics.get("backtest"))
+
+    def figures(name: str) -> dict[str, Any]:
+        """The scores the gate compares: the test split's, or the backtest's means."""
+        scored = metrics["scores"][name]
+        if not on_backtest:
+            return scored
+        summary = scored.get("backtest") or {"mean": {}, "folds": []}
+        return {"kind": scored["kind"], **summary["mean"], "folds": summary["folds"]}
+
+    def ranked(name: str) -> tuple[bool, float]:
+        value = figures(name).get(spec.metric)
+        return value is None or not np.isfinite(value), value or 0.0
+
+    entries = sorted((r["name"] for r in board if r["kind"] in CANDIDATE_KINDS), key=ranked)
+    models = [n for n in entries if not ranked(n)[0]]
+    broken = [n for n in entries if n not in models]
+    baselines = {n: figures(n) for n, s in metrics["scores"].items() if s["kind"] == "baseline"}
+    candidate = (models[0], figures(models[0])) if models else None
     if candidate is None and broken:
-        candidate = (broken[0], metrics["scores"][broken[0]])  # refused as broken, with figures
+        candidate = (broken[0], figures(broken[0]))  # refused as broken, with figures
 
     registry = Registry(spec.name)
     with registry.lock():
@@ -1019,16 +1260,19 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
             note += "with the baselines only"
         else:
             bundle = load_bundle(registry.bundle_dir(version))
-            predicted = forecast_rows(bundle, frame, target_rows)
-            champion = (
-                version,
-                evaluation.score(
-                    actual,
-                    predicted,
-                    scale=metrics["mase_scale"],
-                    seasonal_scale=metrics.get("mase_seasonal_scale"),
-                ),
-            )
+            if on_backtest:
+                champion = (version, _champion_backtest(run, spec, bundle, frame))
+            else:
+                predicted = forecast_rows(bundle, frame, target_rows)
+                champion = (
+                    version,
+                    evaluation.score(
+                        actual,
+                        predicted,
+                        scale=metrics["mase_scale"],
+                        seasonal_scale=metrics.get("mase_seasonal_scale"),
+                    ),
+                )
     decision = decide(
         metric=spec.metric,
         candidate=candidate,
@@ -1042,6 +1286,16 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     decision["fingerprint"] = fingerprint(run)
     decision["current_champion"] = pointer["version"] if pointer else None
     decision["registry"] = healed["actions"]
+    decision["trigger"] = trigger
+    decision["basis"] = "backtest" if on_backtest else "test"
+    if on_backtest:
+        done = sum(f["done"] for f in metrics["backtest"]["folds"])
+        decision["reasons"].insert(
+            0,
+            f"decided on the backtest: each figure is the mean {spec.metric} over {done} "
+            f"fold(s) of the test split, every model and baseline re-fit before its block",
+        )
+        decision["backtest"] = metrics["backtest"]
 
     with artifacts.step_output(run / "gate") as out:
         outputs = {"decision": artifacts.write_json(out / "decision.json", decision)}
@@ -1084,10 +1338,44 @@ def gate(run_dir: str | Path, *, run_id: str, sample_size: int = 16) -> dict[str
     }
 
 
+def _champion_backtest(run: Path, spec: PipelineSpec, bundle: Any, frame: pd.DataFrame) -> dict:
+    """The champion's figures on the backtest: its forecasts of each finished fold's block
+    (no re-fit: it is the model in service), scored like the fold's models; every metric's
+    mean over the folds and the ranking metric per fold."""
+    from freshcast import evaluation
+    from freshcast.serving import forecast_rows
+
+    series = frame[spec.target].to_numpy(np.float64)
+    per_fold: list[dict[str, Any] | None] = []
+    for fold in backtest_folds(read_json(output_path(run / "split_scale", "splits")), spec):
+        sub = run / "backtest" / f"fold{fold['fold']}"
+        if not artifacts.store().published(sub / "evaluate"):
+            per_fold.append(None)
+            continue
+        scales = read_json(output_path(sub / "evaluate", "metrics"))
+        rows, actual = test_targets(series, read_json(output_path(sub / "window", "layout")))
+        per_fold.append(
+            evaluation.score(
+                actual,
+                forecast_rows(bundle, frame, rows),
+                scale=scales["mase_scale"],
+                seasonal_scale=scales.get("mase_seasonal_scale"),
+            )
+        )
+    done = [f for f in per_fold if f is not None]
+    means = {}
+    for m in (*evaluation.METRICS, "mase_seasonal"):
+        values = [f[m] for f in done]
+        means[m] = None if not done or None in values else float(np.mean(values))
+    return {**means, "folds": [f[spec.metric] if f else None for f in per_fold]}
+
+
 def _event_decision(decision: dict[str, Any]) -> dict[str, Any]:
     """The part of a decision the registry history keeps (figures of the primary metric)."""
     metric = decision["metric"]
     return {
+        "trigger": decision.get("trigger"),
+        "basis": decision.get("basis", "test"),
         "metric": metric,
         "candidate": decision["candidate"],
         "champion_version": decision["champion_version"],
@@ -1149,6 +1437,7 @@ def promote(
             "sample_output": output_path(gate_dir, "sample_output"),
         }
         layout = read_json(output_path(run / "window", "layout"))
+        tested = read_json(output_path(run / "evaluate", "metrics"))["scores"][name]
         series = read_manifest(run / "validate", verify=False)["params"]["report"]
         trained = read_manifest(train_dir, verify=False)
         meta = {
@@ -1169,6 +1458,9 @@ def promote(
             "metric": spec.metric,
             "display": _display(run),
             "scores": decision["scores"][name],
+            "test_scores": {k: v for k, v in tested.items() if k not in ("intervals", "backtest")},
+            "intervals": _served_intervals(tested.get("intervals")),
+            "backtest": tested.get("backtest"),
             "gate": _event_decision(decision),
             "lineage": {
                 "run_id": run_id,
@@ -1207,6 +1499,22 @@ def promote(
         **meta["display"],
         "verdict": verdict(decision, promoted=version, **meta["display"]),
         "pruned": pruned,
+    }
+
+
+def _served_intervals(intervals: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What a bundle serves of a candidate's intervals: per level, the radii calibrated on the
+    validation and test residuals, and the test coverage measured with validation's radii."""
+    if not intervals:
+        return None
+    return {
+        key: {
+            "level": entry["level"],
+            "radius_by_step": entry["served_radius_by_step"],
+            "test_coverage": entry["coverage"],
+            "calibration": "split conformal on the validation and test windows' residuals",
+        }
+        for key, entry in intervals.items()
     }
 
 
@@ -1283,6 +1591,7 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
     frame, _ = validate_frame(raw, spec, source=source_location(spec), for_training=False)
     check_schema(bundle.meta, frame, frequency=spec.grid_frequency)
     predicted = forecast_rows(bundle, frame, np.array([len(frame)]))[0]  # [horizon]
+    served = bundle.meta.get("intervals") or {}  # level key -> radii per step
     grid = pd.date_range(frame.index[-1], periods=bundle.horizon + 1, freq=spec.grid_frequency)
     made_at = pd.Timestamp(cutoff).tz_convert("UTC") if cutoff else frame.index[-1]
     rows = pd.DataFrame(
@@ -1296,6 +1605,9 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
             "forecast": predicted,
             "model_version": bundle.version,
             "model_name": bundle.meta["model"]["name"],
+            **_bounds(
+                predicted[None, :], served, [e["level"] for e in served.values()], "radius_by_step"
+            ),
         }
     )
     out_dir = forecasts_dir(spec.name) / "runs" / artifacts.safe_run_id(run_id) / "forecast"
@@ -1345,6 +1657,7 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
     )
     return {
         "forecast_dir": artifacts.where(out_dir),
+        "intervals": sorted(served),
         "version": bundle.version,
         "model": bundle.meta["model"]["name"],
         "origin": frame.index[-1].isoformat(),
@@ -1355,11 +1668,16 @@ def forecast(spec_file: str | Path, *, run_id: str, cutoff: datetime | None) -> 
 
 
 @_timed
-def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
-    """Score every past forecast whose actuals have arrived and draw the forecast report."""
+def score_forecasts(
+    forecast_dir: str | Path, *, run_id: str, spec_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Score every past forecast whose actuals have arrived, draw the forecast report and judge
+    drift: the champion's live MAE on its latest scored steps against its test MAE (the
+    `drift` of the spec in `spec_file`; without one, no drift check)."""
     from freshcast.forecasts import (
         accuracy_by_version,
         accuracy_over_time,
+        drift_check,
         read_history,
         score_history,
     )
@@ -1374,6 +1692,21 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
     history = read_history(out_root.parent.parent / "history.parquet")
     scored = score_history(history, actuals)
     by_version, over_time = accuracy_by_version(scored), accuracy_over_time(scored)
+    version = int(made["params"]["version"])
+    settings = load_spec(spec_file).drift if spec_file else None
+    drift = None
+    if settings is not None and settings.enabled:
+        meta = Registry(pipeline).meta(version)
+        tested = meta.get("test_scores") or meta.get("scores") or {}
+        drift = drift_check(
+            scored,
+            version=version,
+            test_mae=tested.get("mae"),
+            ratio=settings.ratio,
+            min_steps=settings.min_steps,
+            recent=settings.recent,
+        )
+        log.info("drift: %s", drift["reason"])
     with artifacts.step_output(out_root / "score") as out:
         outputs = {
             "scored": _save_parquet(out / "scored.parquet", scored),
@@ -1392,12 +1725,46 @@ def score_forecasts(forecast_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             latest=latest,
             **made["params"].get("display", {"unit": "", "decimals": 2}),
         )
+        outputs["drift"] = artifacts.write_json(out / "drift.json", drift)
         write_manifest(out, step="score_forecasts", outputs={**outputs, **files})
     return {
         "html": artifacts.where(out / "index.html"),
+        "drift": drift,
         "scored_steps": int(scored["actual"].notna().sum()),
         "by_version": by_version[["model_version", "scored_steps", "mae"]].to_dict("records"),
     }
+
+
+@_timed
+def signal_drift(spec_file: str | Path, drift: Mapping[str, Any] | None, *, run_id: str) -> dict:
+    """Record a drift the forecast run found in the registry history and say whether to signal
+    it (the `<name>.drift` Asset event that schedules a retraining). Not again for the same
+    champion and the same latest actual: a retraining on the same data would change nothing.
+
+    Returns:
+        {"signal": bool, "reason", **drift}.
+    """
+    spec = load_spec(spec_file)
+    if not drift or not drift.get("drift"):
+        reason = (drift or {}).get("reason") or f"drift checks are off for {spec.name}"
+        return {"signal": False, "reason": reason, **(drift or {})}
+    registry = Registry(spec.name)
+    with registry.lock():
+        for event in reversed(registry.history()):
+            if event["kind"] == "drift" and event.get("version") == drift["version"]:
+                if event.get("actuals_end") == drift["actuals_end"]:
+                    why = (
+                        f"drift of v{drift['version']} was signalled by run {event['run_id']} "
+                        f"for actuals up to {drift['actuals_end']}; no newer actual since"
+                    )
+                    return {"signal": False, "reason": why, **drift}
+                break
+        if registry.find_event(run_id=run_id, kinds=("drift",)) is None:
+            registry.record(
+                "drift", run_id=run_id, **{k: v for k, v in drift.items() if k != "drift"}
+            )
+    log.warning("drift: %s; signalling %s.drift to retrain", drift["reason"], spec.name)
+    return {"signal": True, **drift}
 
 
 # ---------------------------------------------------------------- every step in one process
@@ -1435,6 +1802,8 @@ def run_all(
             timed(f"trial[{name}]", trial(run, name, epochs=epochs))
         timed("select", select(run))
     trained = [timed(f"train[{m}]", train(run, m, epochs=epochs)) for m in spec.member_names]
+    for fold in range(1, spec.backtest.folds + 1 if spec.backtest else 1):
+        timed(f"backtest[{fold}]", backtest(run, fold, epochs=epochs))
     evaluated = timed("evaluate", evaluate(run, trained))
     decided = timed("gate", gate(run, run_id=run_id))
     promoted = None

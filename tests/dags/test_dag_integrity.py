@@ -97,12 +97,43 @@ def test_assets_link_training_rollback_and_forecasts(bundled, pipeline):
 
 
 def test_schedules_come_from_the_specs(bundled):
-    weather = bundled.dags["train_seattle_weather"]
-    weekly = bundled.dags["train_seattle_weekly"]
+    weather = bundled.dags["train_seattle_weather"].timetable
+    weekly = bundled.dags["train_seattle_weekly"].timetable
+    # The spec's schedule OR the pipeline's drift Asset (drift checks are on by default).
     assert weather.timetable.expression == "0 0 * * 0"  # @weekly
     assert weekly.timetable.expression == "0 0 1 * *"  # @monthly
+    assert weather.asset_condition.name == "seattle_weather.drift"
     # A missed tick is not fired at unpause (see forecast_pipelines._schedule).
     assert weather.timetable.run_immediately == timedelta(0)
+
+
+def test_drift_signals_retraining_and_is_optional(tmp_path, monkeypatch):
+    write_tiny_pipeline(tmp_path, name="watched")  # schedule None: the drift Asset alone
+    write_tiny_pipeline(tmp_path, name="unwatched", drift={"enabled": False})
+    write_tiny_pipeline(tmp_path, name="timed", schedule="@daily", drift={"enabled": False})
+    bag = dagbag(tmp_path, monkeypatch)
+    watched = bag.dags["train_watched"]
+    assert watched.timetable.asset_condition.name == "watched.drift"
+    forecast = bag.dags["forecast_watched"]
+    drift = forecast.get_task("drift")
+    assert drift.upstream_task_ids == {"score_forecasts"}
+    assert [o.name for o in drift.outlets] == ["watched.drift"]
+    # Off: no drift task, and the training DAG keeps only its own schedule.
+    assert "drift" not in bag.dags["forecast_unwatched"].task_ids
+    assert bag.dags["train_unwatched"].schedule is None
+    assert bag.dags["train_timed"].timetable.expression == "0 0 * * *"
+
+
+def test_backtest_folds_are_mapped_in_the_training_pool_only_when_asked(tmp_path, monkeypatch):
+    write_tiny_pipeline(tmp_path, name="folded", backtest={"folds": 3})
+    write_tiny_pipeline(tmp_path, name="plain")
+    bag = dagbag(tmp_path, monkeypatch)
+    dag = bag.dags["train_folded"]
+    backtest = dag.get_task("backtest")
+    assert backtest.op_kwargs_expand_input.value == {"fold": [1, 2, 3]}
+    assert backtest.pool == "training"
+    assert "backtest" in dag.get_task("evaluate").upstream_task_ids
+    assert "backtest" not in bag.dags["train_plain"].task_ids
 
 
 def test_train_is_mapped_over_the_specs_models(bundled):

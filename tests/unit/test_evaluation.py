@@ -84,7 +84,9 @@ def test_score_rejects_more_than_two_dimensions():
 
 
 def test_every_figure_has_an_explanation():
-    assert set(ev.EXPLAIN) == {*ev.METRICS, *ev.EXTRA_METRICS, "per_step", "spread"}
+    assert set(ev.EXPLAIN) == {
+        *ev.METRICS, *ev.EXTRA_METRICS, "per_step", "spread", "coverage", "width", "backtest"
+    }
     assert all(isinstance(text, str) and "\n" not in text for text in ev.EXPLAIN.values())
     assert "one-step naive" in ev.EXPLAIN["mase"]
     assert "seasonal naive" in ev.EXPLAIN["mase_seasonal"]
