@@ -471,6 +471,21 @@ class Suite:
             target,
             c["met"],
         )
+        # The served model's prediction intervals: empirical coverage on the test split (radii
+        # from the validation residuals) against the nominal level.
+        for key, entry in sorted((got.get("intervals") or {}).items(), key=lambda kv: float(kv[0])):
+            points = 100 * (entry["coverage"] - entry["level"])
+            self.say(
+                f"    {key}% interval: coverage {100 * entry['coverage']:.1f}%, mean width "
+                f"{entry['width']:.4g} {unit}"
+            )
+            self.goal(
+                "accuracy",
+                f"{name}: {served} {key}% interval coverage - nominal, points",
+                points,
+                "within +-3",
+                abs(points) <= 3,
+            )
 
     def device(self) -> None:
         self.results["device"] = probe("device")

@@ -441,6 +441,7 @@ def score_run(
             "step": int(subset[1] - subset[0]) if len(subset) > 1 else 1,
         },
         "spread": spread,
+        "intervals": row.get("intervals"),
         "scores": scores,
         "comparison": comparison,
     }

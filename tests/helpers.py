@@ -112,7 +112,7 @@ def in_process(path: Path) -> dict:
     return verify(path)
 
 
-def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None):
+def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None, trigger=None):
     """Every step of the training DAG in order; returns the gate's result (or the skip)."""
     from freshcast import artifacts, steps
 
@@ -129,8 +129,10 @@ def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None)
             steps.trial(run, name)
         steps.select(run)
     trained = [steps.train(run, m) for m in spec.member_names]
+    for fold in range(1, spec.backtest.folds + 1 if spec.backtest else 1):
+        steps.backtest(run, fold)
     steps.evaluate(run, trained)
-    decided = steps.gate(run, run_id=run_id)
+    decided = steps.gate(run, run_id=run_id, trigger=trigger)
     if tamper:
         tamper(artifacts.local(run))
     if decided["promote"]:

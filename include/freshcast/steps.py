@@ -1747,7 +1747,7 @@ def signal_drift(spec_file: str | Path, drift: Mapping[str, Any] | None, *, run_
     spec = load_spec(spec_file)
     if not drift or not drift.get("drift"):
         reason = (drift or {}).get("reason") or f"drift checks are off for {spec.name}"
-        return {"signal": False, "reason": reason, **(drift or {})}
+        return {**(drift or {}), "signal": False, "reason": reason}
     registry = Registry(spec.name)
     with registry.lock():
         for event in reversed(registry.history()):
@@ -1757,7 +1757,7 @@ def signal_drift(spec_file: str | Path, drift: Mapping[str, Any] | None, *, run_
                         f"drift of v{drift['version']} was signalled by run {event['run_id']} "
                         f"for actuals up to {drift['actuals_end']}; no newer actual since"
                     )
-                    return {"signal": False, "reason": why, **drift}
+                    return {**drift, "signal": False, "reason": why}
                 break
         if registry.find_event(run_id=run_id, kinds=("drift",)) is None:
             registry.record(

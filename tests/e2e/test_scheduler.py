@@ -39,7 +39,7 @@ def airflow(tmp_path, tiny, monkeypatch):
     af = localrun.Airflow(home=tmp_path / "airflow-home", port=free_port())
     monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
     localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
-    bystander = subprocess.Popen(["sleep", "300"])  # not ours: stop() must leave it alone
+    bystander = subprocess.Popen(["sleep", "3600"])  # not ours: stop() must leave it alone
     try:
         yield af
     finally:
@@ -261,3 +261,73 @@ def test_replay_backfills_past_ticks_each_on_its_own_data(airflow, tiny):
             t["task_id"]: t["state"] for t in client.task_instances("train_tiny", run["dag_run_id"])
         }
         assert states.get("gate") in (None, "skipped"), states
+
+
+def _wait_for_run(client, dag_id: str, run_type: str, *, timeout: float = 900.0) -> dict:
+    """The first run of `dag_id` of `run_type` once it has ended."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [r for r in client.dag_runs(dag_id) if r["run_type"] == run_type]
+        if runs and runs[0]["state"] in ("success", "failed"):
+            return runs[0]
+        time.sleep(3)
+    raise AssertionError(f"no {run_type} run of {dag_id} ended in {timeout:.0f}s")
+
+
+def test_a_level_shift_signals_drift_and_the_scheduler_retrains_on_it(airflow, tiny):
+    """Through the real scheduler: a champion (chosen on a two-fold backtest) forecasts; the
+    series then shifts its level; the next forecast run scores the champion's forecast against
+    the new actuals, finds its live error far above its test error and emits `tiny.drift`; the
+    scheduler starts train_tiny on that Asset, and the retrained model replaces the champion.
+    The registry history says the run started because of drift."""
+    from freshcast.registry import Registry
+
+    full = lagged_series(400)
+    landing = tiny["pipelines"] / "landing"
+    landing.mkdir()
+    full.iloc[:200].to_csv(landing / "part-000.csv", index=False)
+    write_tiny_pipeline(
+        tiny["pipelines"],
+        source={"path": "landing/"},
+        models=LEARNING_MODELS[-1:],
+        backtest={"folds": 2, "gate": True},
+        drift={"ratio": 1.5, "min_steps": 2, "recent": 10},
+        gate={"beat": []},
+    )
+    lines: list[str] = []
+    code = localrun.run_pipeline(
+        airflow, "tiny", conf={"epochs": 15}, pools={"training": 2}, say=lines.append
+    )
+    output = "\n".join(lines)
+    assert code == 0, output
+    for task in ("backtest[fold 1]", "backtest[fold 2]", "gate", "promote", "forecast"):
+        assert f"] {task} " in output, task
+    registry = Registry("tiny")
+    assert registry.champion()["version"] == 1
+    (first,) = [e for e in registry.history() if e["kind"] == "promoted"]
+    assert first["decision"]["trigger"] == "manual"
+    assert first["decision"]["basis"] == "backtest"
+
+    shifted = full.iloc[200:].copy()
+    shifted["load"] += 15.0  # the level moves: the champion's forecasts of it miss by ~15
+    shifted.to_csv(landing / "part-001.csv", index=False)
+    client = localrun.Client(airflow)
+    run_id = client.trigger("forecast_tiny", {})
+    assert client.follow("forecast_tiny", run_id, say=lambda _: None) == "success"
+    states = {t["task_id"]: t["state"] for t in client.task_instances("forecast_tiny", run_id)}
+    assert states["drift"] == "success", states
+    drift = client.xcom("forecast_tiny", run_id, "drift")
+    assert drift["version"] == 1 and drift["steps"] == 2 and drift["ratio"] > 1.5
+
+    retrained = _wait_for_run(client, "train_tiny", "asset_triggered")
+    assert retrained["state"] == "success", client.failures("train_tiny", retrained["dag_run_id"])
+    events = registry.history()
+    (signal,) = [e for e in events if e["kind"] == "drift"]
+    assert signal["run_id"] == run_id and signal["version"] == 1
+    decided = [e for e in events if e["kind"] in ("promoted", "refused")]
+    assert decided[-1]["run_id"] == retrained["dag_run_id"]
+    assert decided[-1]["kind"] == "promoted", decided[-1]["decision"]["reasons"]
+    assert decided[-1]["decision"]["trigger"] == "drift"
+    assert registry.champion()["version"] == 2

@@ -85,7 +85,13 @@ def test_score_rejects_more_than_two_dimensions():
 
 def test_every_figure_has_an_explanation():
     assert set(ev.EXPLAIN) == {
-        *ev.METRICS, *ev.EXTRA_METRICS, "per_step", "spread", "coverage", "width", "backtest"
+        *ev.METRICS,
+        *ev.EXTRA_METRICS,
+        "per_step",
+        "spread",
+        "coverage",
+        "width",
+        "backtest",
     }
     assert all(isinstance(text, str) and "\n" not in text for text in ev.EXPLAIN.values())
     assert "one-step naive" in ev.EXPLAIN["mase"]
@@ -634,3 +640,65 @@ def test_naive_kernel_is_the_seasonal_naive_forecast_of_each_window(season, hori
 def test_naive_kernel_refuses_a_window_shorter_than_the_season():
     with pytest.raises(ValueError, match="cannot hold the last season of 12 steps"):
         ev.naive_kernel(timesteps=6, features=1, target=0, horizon=1, season=12)
+
+
+# --- prediction intervals: split conformal ---------------------------------------------------
+
+
+def test_conformal_radius_is_the_finite_sample_quantile_per_step():
+    # Step 1's |residuals| are 1..9, step 2's twice that: with n = 9 the 80 % radius is the
+    # ceil(10 * 0.8) = 8th smallest; 95 % needs the 10th of 9, which no finite radius is.
+    residuals = np.stack([np.arange(1, 10.0), -2 * np.arange(1, 10.0)], axis=1)  # [9, 2]
+    assert ev.conformal_radius(residuals, 0.8).tolist() == [8.0, 16.0]
+    assert np.isinf(ev.conformal_radius(residuals, 0.95)).all()
+    assert ev.conformal_radius(np.arange(1, 10.0), 0.5).tolist() == [5.0]  # one step, 1D
+    with pytest.raises(ValueError, match="level"):
+        ev.conformal_radius(residuals, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        ev.conformal_radius(np.array([[1.0], [np.nan]]), 0.8)
+
+
+def test_conformal_intervals_cover_exchangeable_errors_at_their_level():
+    """Errors drawn alike on the calibration and test windows: the coverage lands on the
+    nominal level (the guarantee), per step, though step 2's errors are three times wider."""
+    rng = np.random.default_rng(7)
+    scale = np.array([1.0, 3.0])
+    actual_val, actual_test = rng.normal(size=(2000, 2)), rng.normal(size=(20000, 2))
+    forecast_val = actual_val + rng.standard_t(4, size=(2000, 2)) * scale
+    forecast_test = actual_test + rng.standard_t(4, size=(20000, 2)) * scale
+    got = ev.interval_scores(
+        (actual_val, forecast_val), (actual_test, forecast_test), levels=[0.8, 0.95]
+    )
+    assert set(got) == {"80", "95"}
+    for key, level in (("80", 0.8), ("95", 0.95)):
+        entry = got[key]
+        assert entry["level"] == level
+        assert abs(entry["coverage"] - level) < 0.015
+        assert all(abs(c - level) < 0.02 for c in entry["coverage_by_step"])
+        radius = entry["radius_by_step"]
+        assert radius[1] == pytest.approx(3 * radius[0], rel=0.15)
+        assert entry["width"] == pytest.approx(radius[0] + radius[1])  # mean of 2r over steps
+        assert entry["served_radius_by_step"] == radius  # served: the same residuals here
+        assert entry["calibration_windows"] == 2000
+    assert got["95"]["width"] > got["80"]["width"]
+
+
+def test_served_radii_come_from_the_serving_residuals_and_a_diverged_model_has_none():
+    y = np.zeros((50, 1))
+    small, large = np.full((50, 1), 0.5), np.full((50, 1), 2.0)
+    got = ev.interval_scores((y, small), (y, small), levels=[0.8], serve=(y, large))
+    assert got["80"]["radius_by_step"] == [0.5]
+    assert got["80"]["served_radius_by_step"] == [2.0]
+    assert got["80"]["coverage"] == 1.0
+    broken = np.full((50, 1), np.nan)
+    assert ev.interval_scores((y, small), (y, broken), levels=[0.8]) is None
+    assert ev.level_key(0.8) == "80" and ev.level_key(0.975) == "97.5"
+
+
+def test_ridge_select_keeps_its_normal_equations():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 4, 2))
+    y = x[:, -1, :1] * 2 + 1
+    chosen = ev.ridge_select(x[:80], y[:80], x[80:100], y[80:100], x[100:])
+    again = chosen.normal.predict(x[100:], chosen.alpha)
+    np.testing.assert_allclose(again, chosen.predictions)

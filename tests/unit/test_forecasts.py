@@ -11,6 +11,7 @@ from freshcast.forecasts import (
     accuracy_by_version,
     accuracy_over_time,
     append_history,
+    drift_check,
     read_history,
     score_history,
 )
@@ -89,3 +90,53 @@ def test_nothing_scored_before_actuals_arrive():
     scored = score_history(history, actuals)
     assert scored["actual"].isna().all()
     assert accuracy_by_version(scored).empty
+
+
+def test_bounds_are_kept_in_the_history_and_scored_as_live_coverage(tmp_path):
+    path = tmp_path / "history.parquet"
+    append_history(path, rows("old", "2024-01-01", [10.0, 10.0], 1))  # served before intervals
+    bounded = rows("new", "2024-01-03", [10.0, 10.0], 2)
+    bounded["lower_80"], bounded["upper_80"] = [9.0, 9.0], [11.0, 11.0]
+    history = append_history(path, bounded)
+    assert history["lower_80"].isna().tolist() == [True, True, False, False]
+    actuals = pd.Series(
+        [10.5, 20.0, 10.5, 12.0], index=pd.date_range("2024-01-02", periods=4, freq="D", tz="UTC")
+    )
+    by_version = accuracy_by_version(score_history(history, actuals))
+    assert by_version["coverage_80"].isna().tolist() == [True, False]  # v1 served no bounds
+    assert by_version["coverage_80"].iloc[1] == 0.5  # 10.5 inside 9..11, 12.0 outside
+
+
+def _scored(errors: list[float], *, version: int = 1) -> pd.DataFrame:
+    history = rows("r", "2024-01-01", [10.0 + e for e in errors], version)
+    actuals = pd.Series(10.0, index=pd.DatetimeIndex(history["time"]))
+    return score_history(history, actuals)
+
+
+def test_drift_needs_enough_scored_steps_and_a_ratio_above_the_threshold():
+    settings = {"ratio": 1.5, "min_steps": 3, "recent": 4}
+    few = drift_check(_scored([5.0, 5.0]), version=1, test_mae=1.0, **settings)
+    assert few["drift"] is False and "fewer than drift.min_steps (3)" in few["reason"]
+    calm = drift_check(_scored([1.0, -1.2, 1.4]), version=1, test_mae=1.0, **settings)
+    assert calm["drift"] is False and calm["ratio"] == pytest.approx(1.2)
+    assert "is within the drift ratio 1.5" in calm["reason"]
+    # Only the latest `recent` steps count: an old miss is forgotten, a new one is not.
+    moved = drift_check(_scored([9.0, 0.1, 0.1, 2.0, 2.0, 2.0, 2.0]), version=1, test_mae=1.0,
+                        **settings)  # fmt: skip
+    assert moved["drift"] is True and moved["steps"] == 4 and moved["live_mae"] == 2.0
+    assert moved["actuals_end"].startswith("2024-01-08")
+    assert "exceeds the drift ratio 1.5" in moved["reason"]
+
+
+def test_drift_judges_only_the_champions_own_forecasts():
+    scored = pd.concat([_scored([9.0] * 5, version=1), _scored([0.5] * 5, version=2)])
+    assert (
+        drift_check(scored, version=2, test_mae=1.0, ratio=1.5, min_steps=3, recent=50)["drift"]
+        is False
+    )
+    assert (
+        drift_check(scored, version=1, test_mae=1.0, ratio=1.5, min_steps=3, recent=50)["drift"]
+        is True
+    )
+    nothing = drift_check(scored, version=2, test_mae=None, ratio=1.5, min_steps=3, recent=50)
+    assert nothing["drift"] is False and "no positive test MAE" in nothing["reason"]

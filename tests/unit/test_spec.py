@@ -856,3 +856,35 @@ def test_the_gate_beats_ridge_by_default(tmp_path):
         "seasonal_naive",
         "ridge",
     ]
+
+
+# --- issue 13: intervals, backtest, drift, tracking ----------------------------------------
+
+
+def test_intervals_backtest_drift_and_tracking_defaults(tmp_path):
+    spec = load_spec(write_spec(tmp_path, BASE))
+    assert spec.intervals == [0.8, 0.95]
+    assert spec.backtest is None  # off: no fold tasks, nothing slower
+    assert (spec.drift.enabled, spec.drift.ratio, spec.drift.min_steps) == (True, 1.5, 10)
+    assert spec.tracking.mlflow_uri is None
+    fields = {**BASE, "intervals": [0.95, 0.5], "backtest": {"folds": 3}}
+    spec = load_spec(write_spec(tmp_path, fields))
+    assert spec.intervals == [0.5, 0.95]  # sorted
+    assert (spec.backtest.folds, spec.backtest.gate) == (3, False)
+    assert load_spec(write_spec(tmp_path, {**BASE, "intervals": []})).intervals == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"intervals": [0.8, 0.8]}, "intervals", "twice"),
+        ({"intervals": [1.0]}, "intervals.0", "less than 1"),
+        ({"backtest": {"folds": 1}}, "backtest.folds", "greater than or equal to 2"),
+        ({"backtest": {"folds": 3, "every": 2}}, "backtest.every", "Extra inputs"),
+        ({"drift": {"ratio": 1.0}}, "drift.ratio", "greater than 1"),
+        ({"drift": {"min_steps": 20, "recent": 10}}, "drift", "at least `min_steps`"),
+    ],
+)
+def test_interval_backtest_and_drift_errors_name_the_field(tmp_path, fields, field, words):
+    message = spec_error(write_spec(tmp_path, {**BASE, **fields}))
+    assert f"field '{field}'" in message and words in message, message
