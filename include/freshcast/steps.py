@@ -1106,12 +1106,55 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             inputs={"leaderboard": artifacts.recorded(run / "evaluate", "leaderboard")},
             outputs={k: Path(v) for k, v in files.items()},
         )
+    tracked = _track(run, spec, run_id=run_id, board=board, histories=histories,
+                     decision=decision, promoted=promoted)  # fmt: skip
     return {
         "run_dir": artifacts.where(run),
         "html": artifacts.where(files["html"]),
         "best": board[0]["name"],
         "promoted": promoted,
+        "mlflow": tracked,
     }
+
+
+def _track(
+    run: Path,
+    spec: PipelineSpec,
+    *,
+    run_id: str,
+    board: list[dict[str, Any]],
+    histories: dict[str, Any],
+    decision: dict[str, Any] | None,
+    promoted: int | None,
+) -> dict[str, Any] | None:
+    """Log the run to MLflow when a tracking URI is set (spec or MLFLOW_TRACKING_URI); None
+    otherwise, and mlflow is not imported."""
+    from freshcast import tracking
+
+    uri = tracking.tracking_uri(spec.tracking.mlflow_uri)
+    if uri is None:
+        return None
+    bundle = None
+    if promoted is not None:
+        bundle = {
+            "version": promoted,
+            "bundle_dir": Registry(spec.name).bundle_dir(promoted),
+            "model": decision["candidate"] if decision else None,
+        }
+    tracked = tracking.log_training_run(
+        uri=uri,
+        pipeline=spec.name,
+        run_id=run_id,
+        params={"spec": spec.model_dump(mode="json")},
+        histories=histories,
+        leaderboard=board,
+        metric=spec.metric,
+        report_dir=run / "report",
+        decision=decision,
+        promoted=bundle,
+    )
+    log.info("logged to MLflow at %s: %s", uri, tracked)
+    return tracked
 
 
 def _save_csv(path: Path, frame: pd.DataFrame) -> Path:
@@ -1540,6 +1583,11 @@ def rollback(spec_file: str | Path, version: int, *, run_id: str, reason: str) -
     )
     meta = Registry(spec.name).meta(pointer["version"])
     metric = meta.get("metric", spec.metric)
+    from freshcast import tracking
+
+    uri = tracking.tracking_uri(spec.tracking.mlflow_uri)
+    if uri is not None:  # the registered model's "champion" alias follows the rollback
+        tracking.set_champion(uri=uri, pipeline=spec.name, version=pointer["version"])
     return {
         "version": pointer["version"],
         "from_version": pointer["event"]["from_version"],
