@@ -201,9 +201,23 @@ def _decision(
     return decision
 
 
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """A frame's rows as dicts, NaN as None (the pages' JSON is strict)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _bounds(frame: Any) -> tuple[list[str], list[str]]:
+    """The interval level keys of a forecast frame (narrowest first) and their bound columns."""
+    from freshcast.forecasts import interval_keys
+
+    levels = sorted(interval_keys(frame), key=float)
+    return levels, [f"{side}_{key}" for key in levels for side in ("lower", "upper")]
+
+
 def latest_forecast(spec: PipelineSpec, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The newest forecast run (of `runs`, newest first) whose forecast folder is published:
-    its rows, and the live accuracy from its scoring when that finished."""
+    its rows with their interval bounds, and the live accuracy, interval coverage and drift
+    check from its scoring when that finished."""
     import pandas as pd
 
     for run in runs:
@@ -216,19 +230,23 @@ def latest_forecast(spec: PipelineSpec, runs: Sequence[Mapping[str, Any]]) -> di
             continue
         rows = pd.read_csv(path)
         params = read_json(folder / "forecast" / MANIFEST)["params"]
-        accuracy = None
+        accuracy, drift = None, None
         by_version = read_output(folder / "score", "by_version")
         if by_version is not None:
-            accuracy = pd.read_csv(by_version).to_dict("records")
+            accuracy = _records(pd.read_csv(by_version))
+            drift = _json_output(folder / "score", "drift")  # null without a drift check
+        levels, bounds = _bounds(rows)
         return {
             "run_id": run["run_id"],
             "dag_id": spec.forecast_dag_id,
             "version": params.get("version"),
             "made_at": str(rows["made_at"].iloc[0]),
             "origin": str(rows["origin"].iloc[0]),
-            "rows": rows[["time", "step", "forecast"]].to_dict("records"),
+            "rows": _records(rows[["time", "step", "forecast", *bounds]]),
+            "levels": levels,
             "accuracy": accuracy,
             "scored": by_version is not None,
+            "drift": drift,
             **(params.get("display") or {"unit": spec.unit, "decimals": 2}),
         }
     return None
@@ -248,6 +266,7 @@ def overview_row(spec: PipelineSpec, airflow: Mapping[str, Any]) -> dict[str, An
     if last is not None:
         decision = run_decision(spec, last["run_id"])
         last["outcome"] = (decision or {}).get("verdict") or last.get("note") or ""
+        last["trigger"] = (decision or {}).get("trigger")
     return {
         "name": spec.name,
         "description": spec.description,
@@ -285,6 +304,9 @@ def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]
         if decision:
             held = [s.get(metric) for s in decision["scores"].values() if s["role"] == "champion"]
             champion_score = held[0] if held else None
+        candidate = _candidate(shown, metric, decision)
+        figures = shown.get(candidate) or {}
+        backtest = figures.get("backtest") or {}
         rows.append(
             {
                 "run_id": run["run_id"],
@@ -300,10 +322,35 @@ def runs_over_time(spec: PipelineSpec, airflow_runs: Sequence[Mapping[str, Any]]
                 "champion_score": champion_score,
                 "promoted": (decision or {}).get("promoted"),
                 "verdict": (decision or {}).get("verdict", ""),
+                "trigger": (decision or {}).get("trigger"),
+                "basis": (decision or {}).get("basis", "test"),
+                # The candidate's (the best model's, before a decision) intervals and backtest.
+                "intervals": {
+                    key: {k: entry.get(k) for k in ("level", "coverage", "width")}
+                    for key, entry in (figures.get("intervals") or {}).items()
+                    if entry
+                },
+                "backtest_mean": (backtest.get("mean") or {}).get(backtest.get("metric", metric)),
+                "backtest_folds": len(backtest.get("folds") or []),
             }
         )
     rows.sort(key=lambda r: r["written_at"])
     return rows[-MAX_RUNS:]
+
+
+def _candidate(
+    scores: Mapping[str, Mapping[str, Any]], metric: str, decision: Mapping[str, Any] | None
+) -> str | None:
+    """The run's candidate: the decision's, or before a decision the model or ensemble with
+    the lowest `metric`."""
+    if decision and decision.get("candidate"):
+        return decision["candidate"]
+    ranked = sorted(
+        (s[metric], name)
+        for name, s in scores.items()
+        if s["kind"] in ("model", "ensemble") and isinstance(s.get(metric), int | float)
+    )
+    return ranked[0][1] if ranked else None
 
 
 def registry_view(spec: PipelineSpec) -> dict[str, Any]:
@@ -352,6 +399,11 @@ def registry_view(spec: PipelineSpec) -> dict[str, Any]:
         elif event["kind"] == "promoted":
             what = f"{decision.get('candidate')} → v{event['version']}"
             why = decision.get("reasons", [])
+        elif event["kind"] == "drift":  # recorded by a forecast run; it triggers a retraining
+            ratio = event.get("ratio")
+            times = f": live MAE {ratio:.2f} × test MAE" if isinstance(ratio, int | float) else ""
+            what = f"v{event.get('version')} drifted{times}"
+            why = [event.get("reason") or ""]
         else:
             what = f"{decision.get('candidate')} refused"
             why = decision.get("reasons", [])
@@ -363,6 +415,7 @@ def registry_view(spec: PipelineSpec) -> dict[str, Any]:
                 "run_id": event.get("run_id"),
                 "what": what,
                 "reasons": [r for r in why if r and r not in ("promote", "refuse")],
+                "trigger": decision.get("trigger"),
             }
         )
     return {
@@ -374,7 +427,8 @@ def registry_view(spec: PipelineSpec) -> dict[str, Any]:
 
 def forecast_table(spec: PipelineSpec, limit: int = 30) -> list[dict[str, Any]]:
     """The newest forecast rows of the history, with the actual value where it has arrived
-    (from the latest scoring), newest target time first."""
+    (from the latest scoring) and the interval bounds served with it ("bounds": level key ->
+    [lower, upper], empty for a forecast served without), newest target time first."""
     import pandas as pd
 
     from freshcast.forecasts import history_path, read_history
@@ -395,18 +449,23 @@ def forecast_table(spec: PipelineSpec, limit: int = 30) -> list[dict[str, Any]]:
         scored = pd.read_parquet(scored_path).dropna(subset=["actual"])
         actual = {(r.run_id, str(r.time), int(r.step)): r.actual for r in scored.itertuples()}
     recent = history.sort_values(["time", "made_at"], ascending=False).head(limit)
-    return [
-        {
-            "time": str(r.time),
-            "step": int(r.step),
-            "forecast": float(r.forecast),
-            "actual": actual.get((r.run_id, str(r.time), int(r.step))),
-            "version": int(r.model_version),
-            "made_at": str(r.made_at),
-            "run_id": r.run_id,
-        }
-        for r in recent.itertuples()
-    ]
+    levels, _ = _bounds(recent)
+    out = []
+    for r in _records(recent):
+        bounds = {key: [r[f"lower_{key}"], r[f"upper_{key}"]] for key in levels}
+        out.append(
+            {
+                "time": str(r["time"]),
+                "step": int(r["step"]),
+                "forecast": float(r["forecast"]),
+                "actual": actual.get((r["run_id"], str(r["time"]), int(r["step"]))),
+                "version": int(r["model_version"]),
+                "made_at": str(r["made_at"]),
+                "run_id": r["run_id"],
+                "bounds": {k: v for k, v in bounds.items() if None not in v},
+            }
+        )
+    return out
 
 
 def pipeline_detail(spec: PipelineSpec, airflow: Mapping[str, Any]) -> dict[str, Any]:

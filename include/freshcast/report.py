@@ -1,7 +1,8 @@
-"""The run report (the gate's decision, the leaderboard against the baselines with its
-ensembles and their seeds, the error per forecast step, the hyperparameter search, the
-learning-rate sweeps, the training curves) and the forecast report (the newest forecast, the
-forecast history against the actuals, accuracy per model version and over time).
+"""The run report (the gate's decision and what started the run, the leaderboard against the
+baselines with its ensembles and their seeds, the prediction intervals, the backtest, the error
+per forecast step, the hyperparameter search, the learning-rate sweeps, the training curves) and
+the forecast report (the newest forecast with its intervals, the drift check, the forecast
+history against the actuals, accuracy and interval coverage per model version and over time).
 
 Data and rendering are kept apart: each writer draws its PNG figures, stores `summary.json` with
 everything the page shows (plain JSON, NaN as null), then renders that summary to `index.html`,
@@ -32,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from freshcast import display
 from freshcast.artifacts import atomic_path, write_bytes, write_json
+from freshcast.forecasts import interval_keys
 
 PREDICTION_COLUMNS = ("time", "step", "name", "actual", "prediction")
 LATEST_COLUMNS = ("time", "step", "forecast", "model_version")
@@ -82,6 +84,21 @@ EXPLAIN = {
     "spread": "the sample standard deviation of the ranked figure over an ensemble's seeds: a "
     "gap between rows smaller than it may be chance.",
     "mape": "leaves out points whose actual value is 0.",
+    "coverage": "the share of test targets inside the prediction interval: near its nominal "
+    "level (80% for the 80% interval) means the interval can be trusted at that level; well "
+    "below it, the interval is too narrow.",
+    "width": "the mean width of the prediction interval (upper minus lower bound), in the "
+    "target's units: at the same coverage, narrower is more useful.",
+    "backtest": "the ranking metric on each consecutive block (fold) of the test split, every "
+    "model and baseline re-fit on all rows before its block; the mean over the folds and their "
+    "spread show how steady an entry is, not just how it did on one window.",
+}
+# Why a training run started (its decision's "trigger"), in words.
+TRIGGERS = {
+    "schedule": "the training DAG's schedule",
+    "drift": "the champion's live error drifted past its drift ratio",
+    "manual": "a person triggered it",
+    "replay": "a replay of past data",
 }
 # The explanations shown under the leaderboard, in order, each with its term.
 _EXPLAINED = {
@@ -149,7 +166,7 @@ def write_report(out_dir: Path, **fields: Any) -> dict[str, Path]:
         out_dir: the report's folder.
         fields: the keyword arguments of `run_summary` (pipeline, run_id, metric, leaderboard,
             histories, predictions, target, unit, decimals, top, decision, promoted, zoom,
-            tuning, sweeps, explain).
+            tuning, sweeps, explain, backtest).
 
     Returns:
         {"html", "summary", "loss", "forecast", "leaderboard"}, "steps" (horizon > 1 only) and
@@ -177,6 +194,7 @@ def write_report(out_dir: Path, **fields: Any) -> dict[str, Path]:
         target=target,
         unit=unit,
         zoom=fields.get("zoom", ZOOM),
+        bands=summary["bands"],
     )
     _save(forecast, paths["forecast"])
     board = _leaderboard_figure(
@@ -212,6 +230,7 @@ def run_summary(
     tuning: Mapping[str, Any] | None = None,
     sweeps: Mapping[str, Mapping[str, Any]] | None = None,
     explain: Mapping[str, str] | None = None,
+    backtest: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the run report shows, as plain JSON (NaN as None); `write_report` stores it
     as `summary.json`.
@@ -224,16 +243,20 @@ def run_summary(
             "mase_seasonal", "mae_by_step" and "rmse_by_step" (one figure per step, None
             where there is none), an ensemble's "members" and "spread" (the sample standard
             deviation of its seeds' `metric`), a seed's "of" (its ensemble) and "seed", a
-            baseline's "alpha" (ridge's penalty).
+            baseline's "alpha" (ridge's penalty), "intervals" (level key -> {"level",
+            "coverage", "width", ...}, `evaluation.interval_scores`) and "backtest" ({"metric",
+            "folds": [value per fold, None without one], "mean": {metric: ...}, "spread"}).
         histories: model name -> {"loss": [...], "val_loss": [...]}, one value per epoch.
         predictions: long form (rows, 5) with columns "time" (tz-aware UTC of the target step),
-            "step" (1..horizon), "name", "actual", "prediction", test split, original units.
+            "step" (1..horizon), "name", "actual", "prediction", test split, original units,
+            and optionally the interval bounds "lower_<key>", "upper_<key>" (NaN without one).
             The per-step errors of a row without "mae_by_step" / "rmse_by_step" come from it.
         target: the forecast column's name, for the plots' axes.
         unit: the target's unit ("°C"), or "".
         decimals: the decimals the data is recorded with (`display.data_decimals`).
         top: how many of the best entries (seeds left out) the forecast plot shows.
-        decision: the gate's decision (`gate.Decision.to_json()`), shown first.
+        decision: the gate's decision (`gate.Decision.to_json()`), shown first, with its
+            "trigger" (what started the run) and "basis" ("test" or "backtest") when it has them.
         promoted: the registry version the run's candidate became, if it did.
         zoom: a test split longer than this many steps is also drawn zoomed to its last `zoom`.
         tuning: the hyperparameter search's record (`select/trials.json`): {"metric",
@@ -242,7 +265,11 @@ def run_summary(
         sweeps: model -> its learning-rate sweep {"rates": [...], "losses": [...] (None where
             the loss has no value), "suggested", "rule", "low", "high"}; None without one.
         explain: term -> one line explaining it ("mase", "mase_seasonal", "skill",
-            "per_step", "spread", "mape"), over the built-in `EXPLAIN`.
+            "per_step", "spread", "mape", "coverage", "width", "backtest"), over the built-in
+            `EXPLAIN`.
+        backtest: the evaluation's backtest record (`metrics["backtest"]`: {"folds": [{"fold",
+            "start", "end", "rows", "done", ...}], "gate", "metric"}), for the folds' date
+            ranges; default the decision's "backtest", if it has one.
 
     Returns:
         {"title", "pipeline", "run_id", "target", "unit", "decimals", "metric", "horizon",
@@ -251,6 +278,9 @@ def run_summary(
         "skill"), "best", "reference", "flags", "per_step" (name -> MAE per step),
         "per_step_rmse" (name -> RMSE per step), "training", "gate", "tuning" (trials sorted by
         validation MAE, or None), "sweeps" (a list, each with its "model" and "image"),
+        "intervals" (per entry with intervals, seeds left out: its levels' coverage and width),
+        "bands" ({"name", "levels"}: the best model or ensemble, whose intervals the forecast
+        plot shades; None without bounds), "backtest" (folds and a row per entry, or None),
         "explain", "images"}.
 
     Raises:
@@ -287,6 +317,10 @@ def run_summary(
     ]
     entries = [row for row in leaderboard if row["kind"] != "seed"]
     best = str(entries[0]["name"]) if entries and _finite(entries[0][metric]) else None
+    shown = [str(row["name"]) for row in entries[:top]]
+    bands = _bands(leaderboard, predictions, metric)
+    if bands and bands["name"] not in shown:  # the shaded entry is drawn too
+        shown.append(bands["name"])
     per_step = _per_step(leaderboard, predictions) if horizon > 1 else {}
     images = {key: FILES[key] for key in ("forecast", "leaderboard", "loss")}
     if horizon > 1:
@@ -302,7 +336,7 @@ def run_summary(
         "horizon": horizon,
         "test_points": test_points,
         "zoom": zoom if test_points > zoom else None,
-        "shown": [str(row["name"]) for row in entries[:top]],
+        "shown": shown,
         "leaderboard": rows,
         "best": best,
         "reference": REFERENCE if reference else None,
@@ -313,6 +347,9 @@ def run_summary(
         "gate": None if decision is None else _gate_summary(decision, promoted),
         "tuning": None if tuning is None else _tuning_summary(tuning),
         "sweeps": _sweep_summaries(sweeps or {}, leaderboard),
+        "intervals": _interval_summary(leaderboard),
+        "bands": bands,
+        "backtest": _backtest_summary(leaderboard, backtest, decision),
         "explain": {**EXPLAIN, **{str(k): str(v) for k, v in (explain or {}).items()}},
         "images": images,
     }
@@ -417,6 +454,162 @@ def _per_step(
         computed = step_errors(predictions, metric=metric) if named - set(given) else {}
         out[metric] = {n: v for n, v in {**computed, **given}.items() if n not in seeds}
     return out
+
+
+def _levels(keys: Sequence[str]) -> list[str]:
+    """Interval level keys ("95", "80") from the narrowest level to the widest."""
+    return sorted(keys, key=lambda key: _float(key))
+
+
+def _bands(
+    leaderboard: Sequence[Mapping[str, Any]], predictions: pd.DataFrame, metric: str
+) -> dict[str, Any] | None:
+    """The entry whose intervals the forecast plot shades, the best model or ensemble (the
+    first with a finite `metric`), and its levels with a finite bound at step 1; None when it
+    has none."""
+    best = next(
+        (r for r in leaderboard if r["kind"] in CANDIDATE_KINDS and _finite(r.get(metric))), None
+    )
+    if best is None:
+        return None
+    name = str(best["name"])
+    rows = predictions[(predictions["step"] == 1) & (predictions["name"].astype(str) == name)]
+    levels = [
+        key
+        for key in _levels(interval_keys(rows))
+        if np.isfinite(rows[f"lower_{key}"].to_numpy(np.float64)).any()
+        and np.isfinite(rows[f"upper_{key}"].to_numpy(np.float64)).any()
+    ]
+    return {"name": name, "levels": levels} if levels else None
+
+
+def _interval_summary(leaderboard: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per model, ensemble and baseline with intervals (seeds left out), in leaderboard order:
+    each level's nominal coverage, test coverage, mean width and calibration windows."""
+    out = []
+    for row in leaderboard:
+        intervals = row.get("intervals") or {}
+        if row["kind"] == "seed" or not intervals:
+            continue
+        levels = [
+            {
+                "key": str(key),
+                "level": intervals[key].get("level", _float(key) / 100),
+                "coverage": intervals[key].get("coverage"),
+                "width": intervals[key].get("width"),
+                "calibration_windows": intervals[key].get("calibration_windows"),
+            }
+            for key in _levels([str(k) for k in intervals if intervals[k]])
+        ]
+        out.append(
+            {
+                "name": str(row["name"]),
+                "label": _row_label(row),
+                "kind": row["kind"],
+                "levels": levels,
+            }
+        )
+    return out
+
+
+def _backtest_summary(
+    leaderboard: Sequence[Mapping[str, Any]],
+    record: Mapping[str, Any] | None,
+    decision: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The backtest as the report shows it: its folds (with their date ranges when `record` or
+    the decision has them), and per model, ensemble and baseline (and the champion, when the
+    gate decided on the backtest) the metric on each fold, the mean and the spread, ranked by
+    the mean. None when no row has a backtest."""
+    scored = [r for r in leaderboard if r["kind"] != "seed" and r.get("backtest")]
+    if not scored:
+        return None
+    decision = decision or {}
+    record = record or decision.get("backtest") or {}
+    metric = str(scored[0]["backtest"].get("metric") or record.get("metric") or "mae")
+    rows = [
+        {
+            "name": str(row["name"]),
+            "label": _row_label(row),
+            "kind": row["kind"],
+            "folds": list(row["backtest"].get("folds") or []),
+            "mean": (row["backtest"].get("mean") or {}).get(metric),
+            "spread": row["backtest"].get("spread"),
+        }
+        for row in scored
+    ]
+    basis = decision.get("basis")
+    if basis == "backtest":
+        for name, entry in (decision.get("scores") or {}).items():
+            if entry.get("role") == "champion":
+                folds = list(entry.get("folds") or [])
+                values = np.array([_float(v) for v in folds], dtype=np.float64)  # [folds]
+                values = values[np.isfinite(values)]
+                spread = float(np.std(values, ddof=1)) if values.size > 1 else None
+                rows.append(
+                    {
+                        "name": str(name),
+                        "label": str(name),
+                        "kind": "champion",
+                        "folds": folds,
+                        "mean": entry.get(metric),
+                        "spread": spread,
+                    }
+                )
+    rows.sort(key=lambda r: (not _finite(r["mean"]), _float(r["mean"]), r["name"]))
+    count = max([len(r["folds"]) for r in rows] + [len(record.get("folds") or [])])
+    given = {int(f["fold"]): f for f in record.get("folds") or [] if f.get("fold") is not None}
+    folds = [
+        {
+            "fold": k,
+            **{key: given.get(k, {}).get(key) for key in ("start", "end", "rows", "done")},
+        }
+        for k in range(1, count + 1)
+    ]
+    return {
+        "metric": metric,
+        "gate": record.get("gate"),
+        "basis": basis,
+        "folds": folds,
+        "rows": rows,
+    }
+
+
+def started_by(trigger: Any) -> str | None:
+    """What started a training run, in words: "drift (the champion's live error drifted past
+    its drift ratio)"; None when the decision does not say."""
+    if not trigger:
+        return None
+    said = TRIGGERS.get(str(trigger))
+    return f"{trigger} ({said})" if said else str(trigger)
+
+
+def drift_text(drift: Mapping[str, Any] | None, *, unit: str = "", decimals: int = 2) -> str | None:
+    """A forecast run's drift check in one sentence: "Drift check: v3's live MAE 2.10 °C over
+    its latest 50 scored steps is 1.20 × its test MAE 1.75 °C: within the drift ratio 1.5.";
+    None without a check.
+
+    Args:
+        drift: `forecasts.drift_check`'s result, or None.
+        unit, decimals: the target's unit and the decimals its data is recorded with.
+    """
+    if not drift:
+        return None
+
+    def mae(value: Any) -> str:
+        return display.metric_value("mae", value, decimals=decimals, unit=unit)
+
+    if drift.get("ratio") is None:
+        return f"Drift check: not judged: {drift.get('reason') or 'no reason given'}."
+    drifted = bool(drift.get("drift"))
+    said = (
+        f"Drift check: v{drift.get('version')}'s live MAE {mae(drift.get('live_mae'))} over its "
+        f"latest {drift.get('steps')} scored steps is {display.number(drift['ratio'], 2)} × its "
+        f"test MAE {mae(drift.get('test_mae'))}: "
+        + ("above" if drifted else "within")
+        + f" the drift ratio {_compact(drift.get('threshold'))}"
+    )
+    return said + ("; a retraining is signalled." if drifted else ".")
 
 
 def _tuning_summary(tuning: Mapping[str, Any]) -> dict[str, Any]:
@@ -538,17 +731,20 @@ def _gate_summary(decision: Mapping[str, Any], promoted: int | None) -> dict[str
         "metric": metric,
         "reasons": [str(r) for r in decision.get("reasons", [])],
         "scores": scores,
+        "trigger": decision.get("trigger"),
+        "basis": decision.get("basis", "test"),
     }
 
 
 def render_run(summary: Mapping[str, Any], *, files: str = "") -> str:
     """The run report as an HTML fragment (no <html>, <head> or <body>; the title is the
-    page's): the gate, the leaderboard and its flags, the error per step, the search, the
-    learning-rate sweeps, training, forecasts.
+    page's): the gate, the leaderboard and its flags, the prediction intervals, the backtest,
+    the error per step, the search, the learning-rate sweeps, training, forecasts.
 
     Args:
         summary: `run_summary`'s output, or `summary.json` read back (an older one without
-            the search, the sweeps or the RMSE per step renders too).
+            the search, the sweeps, the RMSE per step, the intervals or the backtest renders
+            too).
         files: prefix of every image's src (a URL folder ending in "/" for the UI plugin).
     """
     esc = html.escape
@@ -556,12 +752,22 @@ def render_run(summary: Mapping[str, Any], *, files: str = "") -> str:
     rows = summary["leaderboard"]
     shown = summary.get("shown", [])
     zoomed = f"; below, the last {summary['zoom']} steps enlarged" if summary.get("zoom") else ""
+    explain = {**EXPLAIN, **(summary.get("explain") or {})}
+    bands = summary.get("bands")
+    shaded = (
+        f" Shaded: the {_join([f'{key}%' for key in bands['levels']])} prediction interval(s) "
+        f"of {bands['name']}, lighter for wider."
+        if bands
+        else ""
+    )
     parts = [
         f'<p class="meta">Pipeline {esc(summary["pipeline"])}, run {esc(summary["run_id"])}: '
         f"{esc(_axis_label(summary['target'], unit))} forecast {summary['horizon']} step(s) "
         f"ahead, scored on {summary['test_points']} test windows.</p>",
         _gate_section(summary["gate"], unit, summary["decimals"]) if summary.get("gate") else "",
         _leaderboard_section(summary),
+        _intervals_section(summary, explain) if summary.get("intervals") else "",
+        _backtest_section(summary, explain) if summary.get("backtest") else "",
         _steps_section(summary, files) if summary.get("per_step") else "",
         _search_section(summary["tuning"], unit, summary["decimals"])
         if summary.get("tuning")
@@ -573,7 +779,7 @@ def render_run(summary: Mapping[str, Any], *, files: str = "") -> str:
         "<h2>Forecasts on the test split</h2>",
         f"<p>The actual values and the one-step-ahead forecasts of "
         f"{esc(_join(shown) or 'no entry')} over the whole test split "
-        f"({summary['test_points']} steps){zoomed}.</p>",
+        f"({summary['test_points']} steps){zoomed}.{esc(shaded)}</p>",
         _image(files, images.get("forecast"), "actual vs predicted, one step ahead"),
         "<h2>Leaderboard chart</h2>",
         f'<p class="note">{esc(display.metric_label(summary["metric"], unit))} of every entry, '
@@ -597,7 +803,17 @@ def _gate_section(gate: Mapping[str, Any], unit: str, decimals: int) -> str:
     )
     reasons = "".join(f"<li>{esc(r)}</li>" for r in gate["reasons"])
     css = "promoted" if gate["promote"] else "refused"
-    return f'<h2 class="{css}">Gate: {esc(gate["verdict"])}</h2>\n<ul>{reasons}</ul>\n{table}'
+    said = started_by(gate.get("trigger"))
+    started = f'<p class="meta">Run started by: {esc(said)}.</p>\n' if said else ""
+    basis = (
+        "<p class=\"note\">The figures below are each entry's mean over the backtest's folds.</p>\n"
+        if gate.get("basis") == "backtest"
+        else ""
+    )
+    return (
+        f'<h2 class="{css}">Gate: {esc(gate["verdict"])}</h2>\n{started}<ul>{reasons}</ul>\n'
+        f"{basis}{table}"
+    )
 
 
 def _leaderboard_section(summary: Mapping[str, Any]) -> str:
@@ -661,6 +877,115 @@ def _leaderboard_section(summary: Mapping[str, Any]) -> str:
         f"<h2>Leaderboard, ranked by {esc(display.metric_label(metric))}</h2>\n{table}\n"
         + (verdict + "\n" if verdict else "")
         + f'<ul class="notes">{notes}</ul>'
+    )
+
+
+def _intervals_section(summary: Mapping[str, Any], explain: Mapping[str, str]) -> str:
+    """Per entry and level: the nominal coverage, the test coverage and the mean width."""
+    unit, decimals = summary.get("unit", ""), summary["decimals"]
+    rows = [(entry, level) for entry in summary["intervals"] for level in entry["levels"]]
+    table = _table(
+        [
+            "name",
+            "kind",
+            "level (%)",
+            "test coverage (%)",
+            _axis_label("mean width", unit),
+            "calibration windows",
+        ],
+        [
+            [
+                entry["label"],
+                entry["kind"],
+                level["key"],
+                display.number(_float(level["coverage"]) * 100, display.PERCENT_DECIMALS),
+                _cell("mae", level["width"], decimals),
+                level.get("calibration_windows"),
+            ]
+            for entry, level in rows
+        ],
+        text=2,
+        classes=[entry["kind"] for entry, _ in rows],
+    )
+    notes = "".join(
+        f"<li>{_explained(term, explain[key])}</li>"
+        for key, term in (("coverage", "coverage"), ("width", "width"))
+        if explain.get(key)
+    )
+    return (
+        "<h2>Prediction intervals</h2>\n<p>Split-conformal intervals of each model, ensemble and "
+        "baseline, calibrated on the validation split and scored on the test split (n/a: too "
+        "few calibration windows for the level).</p>\n"
+        f'{table}\n<ul class="notes">{notes}</ul>'
+    )
+
+
+def _backtest_section(summary: Mapping[str, Any], explain: Mapping[str, str]) -> str:
+    """The metric per fold, its mean and spread per entry (the lowest of each column in bold),
+    the folds' date ranges, and whether the gate decided on it."""
+    esc, unit, decimals = html.escape, summary.get("unit", ""), summary["decimals"]
+    backtest = summary["backtest"]
+    metric, folds, rows = backtest["metric"], backtest["folds"], backtest["rows"]
+    grid = [
+        [_float(v) for v in row["folds"]]
+        + [math.nan] * (len(folds) - len(row["folds"]))
+        + [_float(row["mean"])]
+        for row in rows
+    ]  # [rows, folds + 1]
+    lowest = [
+        min((v for v in c if math.isfinite(v)), default=None) for c in zip(*grid, strict=True)
+    ]
+    table = _table(
+        [
+            "name",
+            "kind",
+            *(f"fold {f['fold']}" for f in folds),
+            f"mean {display.metric_label(metric, unit)}",
+            "spread",
+        ],
+        [
+            [
+                row["label"],
+                row["kind"],
+                *(
+                    (_cell(metric, v, decimals), "low" if v == low else "")
+                    for v, low in zip(values, lowest, strict=True)
+                ),
+                _cell(metric, row["spread"], decimals),
+            ]
+            for row, values in zip(rows, grid, strict=True)
+        ],
+        text=2,
+        classes=[row["kind"] if row["kind"] != "champion" else "" for row in rows],
+    )
+    spans = []
+    for f in folds:
+        if f.get("done") is False:
+            spans.append(f"fold {f['fold']} did not finish")
+        elif f.get("start") and f.get("end"):
+            size = f" ({f['rows']} rows)" if f.get("rows") is not None else ""
+            spans.append(
+                f"fold {f['fold']}: {display.when(f['start'])} to {display.when(f['end'])}{size}"
+            )
+    if backtest.get("basis") == "backtest":
+        basis = (
+            f"The gate decided on this backtest: it compared the mean {metric} over the folds, "
+            "the champion's (its forecasts of each block, not re-fit) included."
+        )
+    elif backtest.get("basis") == "test":
+        basis = "The gate decided on the test split; the backtest is shown beside it."
+    elif backtest.get("gate"):
+        basis = "The spec has the gate decide on this backtest (backtest.gate)."
+    else:
+        basis = "The gate decides on the test split (backtest.gate is off)."
+    note = (
+        f"<li>{_explained('backtest', explain['backtest'])}</li>" if explain.get("backtest") else ""
+    )
+    return (
+        f"<h2>Backtest: {esc(display.metric_label(metric, unit))} on {len(folds)} folds</h2>\n"
+        f"<p>{esc(basis)} Ranked by the mean; the lowest of each column in bold.</p>\n"
+        + (f'<p class="note">{esc("; ".join(spans))}.</p>\n' if spans else "")
+        + f'{table}\n<ul class="notes">{note}</ul>'
     )
 
 
@@ -822,15 +1147,23 @@ def _training_table(
 # ------------------------------------------------------------------------- the forecast report
 
 
-def write_forecast_report(out_dir: Path, *, actuals: pd.Series, **fields: Any) -> dict[str, Path]:
-    """The forecast history page: the newest forecast, recent actuals with every forecast made
-    over them (coloured by model version), and the accuracy per version and over time.
+def write_forecast_report(
+    out_dir: Path,
+    *,
+    actuals: pd.Series,
+    drift: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Path]:
+    """The forecast history page: the newest forecast with its intervals, the drift check,
+    recent actuals with every forecast made over them (coloured by model version), and the
+    accuracy and interval coverage per version and over time.
 
     Args:
         out_dir: the report's folder.
         actuals: the target's observed values, indexed by UTC time (for the plot).
-        fields: the keyword arguments of `forecast_summary` (pipeline, run_id, target, scored,
-            by_version, over_time, latest, unit, decimals, tail).
+        drift: the run's drift check (`forecasts.drift_check`), or None without one.
+        fields: the other keyword arguments of `forecast_summary` (pipeline, run_id, target,
+            scored, by_version, over_time, latest, unit, decimals, tail).
 
     Returns:
         {"html", "summary", "history"} -> path of each written file.
@@ -839,7 +1172,7 @@ def write_forecast_report(out_dir: Path, *, actuals: pd.Series, **fields: Any) -
         ValueError: as `forecast_summary`. Nothing is written then.
     """
     out_dir = Path(out_dir)
-    summary = forecast_summary(**fields)
+    summary = forecast_summary(drift=drift, **fields)
     paths = {key: out_dir / FORECAST_FILES[key] for key in ("history", "summary", "html")}
     axis = _axis_label(summary["target"], summary["unit"])
     recent = actuals.iloc[-summary["tail"] :]
@@ -862,6 +1195,7 @@ def forecast_summary(
     unit: str = "",
     decimals: int = 2,
     tail: int = 200,
+    drift: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the forecast report shows, as plain JSON (NaN as None, times ISO 8601);
     `write_forecast_report` stores it as `summary.json`.
@@ -870,16 +1204,20 @@ def forecast_summary(
         pipeline, run_id: the pipeline and the forecast run, named on the page.
         target: the forecast column.
         scored: `forecasts.score_history` output.
-        by_version, over_time: `forecasts.accuracy_by_version` / `accuracy_over_time`.
-        latest: this run's forecast rows (time, step, forecast, model_version[, model_name]).
+        by_version, over_time: `forecasts.accuracy_by_version` / `accuracy_over_time`
+            (by_version's "coverage_<key>" columns, when it has them, are shown too).
+        latest: this run's forecast rows (time, step, forecast, model_version[, model_name],
+            and the interval bounds "lower_<key>", "upper_<key>" when it was served with any).
         unit, decimals: the target's unit and the decimals its data is recorded with.
         tail: how many of the latest actuals the plot shows.
+        drift: the drift check (`forecasts.drift_check`), or None without one.
 
     Returns:
         {"title", "pipeline", "run_id", "target", "unit", "decimals", "model_version",
-        "model_name", "latest" ([{time, step, forecast, model_version}]), "forecasts" (runs in
-        the history), "scored_steps", "first_forecast" (the earliest forecast's target time),
-        "by_version", "over_time" (records), "tail", "images"}.
+        "model_name", "latest" ([{time, step, forecast, model_version, lower_<key>,
+        upper_<key>}]), "levels" (the interval keys of `latest`, narrowest first), "forecasts"
+        (runs in the history), "scored_steps", "first_forecast" (the earliest forecast's target
+        time), "by_version", "over_time" (records), "drift", "tail", "images"}.
 
     Raises:
         ValueError: on an empty `latest` or one lacking LATEST_COLUMNS, `tail` < 1 or
@@ -899,6 +1237,8 @@ def forecast_summary(
     )
     times = pd.to_datetime(scored["time"], utc=True) if len(scored) else latest["time"]
     has_actual = "actual" in scored.columns
+    levels = _levels(interval_keys(latest))
+    bounds = [f"{side}_{key}" for key in levels for side in ("lower", "upper")]
     summary = {
         "title": f"{pipeline}: forecasts of {target}",
         "pipeline": pipeline,
@@ -908,12 +1248,14 @@ def forecast_summary(
         "decimals": decimals,
         "model_version": latest["model_version"].iloc[-1],
         "model_name": latest["model_name"].iloc[-1] if "model_name" in latest else None,
-        "latest": latest[list(LATEST_COLUMNS)].to_dict("records"),
+        "latest": latest[[*LATEST_COLUMNS, *bounds]].to_dict("records"),
+        "levels": levels,
         "forecasts": scored["run_id"].nunique() if "run_id" in scored else 0,
         "scored_steps": int(scored["actual"].notna().sum()) if has_actual else 0,
         "first_forecast": times.min(),
         "by_version": by_version.to_dict("records"),
         "over_time": over_time.to_dict("records"),
+        "drift": None if drift is None else dict(drift),
         "tail": tail,
         "images": {"history": FORECAST_FILES["history"]},
     }
@@ -922,7 +1264,8 @@ def forecast_summary(
 
 def render_forecast(summary: Mapping[str, Any], *, files: str = "") -> str:
     """The forecast report as an HTML fragment (no <html>, <head> or <body>; the title is the
-    page's): the newest forecast, the accuracy per model version and over time, the history.
+    page's): the drift check, the newest forecast and its intervals, the accuracy and interval
+    coverage per model version and over time, the history.
 
     Args:
         summary: `forecast_summary`'s output, or `summary.json` read back.
@@ -932,25 +1275,46 @@ def render_forecast(summary: Mapping[str, Any], *, files: str = "") -> str:
     unit, decimals = summary.get("unit", ""), summary["decimals"]
     version, name = summary["model_version"], summary.get("model_name")
     model = f"v{version}" + (f" ({name})" if name else "")
+    levels = summary.get("levels") or []
+    bounds = [(f"{side}_{key}", f"{key}% {side}") for key in levels for side in ("lower", "upper")]
     latest = _table(
-        ["time (UTC)", "step", _axis_label("forecast", unit), "model version"],
+        [
+            "time (UTC)",
+            "step",
+            _axis_label("forecast", unit),
+            *(_axis_label(label, unit) for _, label in bounds),
+            "model version",
+        ],
         [
             [
                 _utc_text(row["time"]),
                 row["step"],
                 display.number(row["forecast"], decimals),
+                *(display.number(row.get(column), decimals) for column, _ in bounds),
                 f"v{row['model_version']}",
             ]
             for row in summary["latest"]
         ],
     )
+    served = (
+        f'<p class="note">The {esc(_join([f"{key}%" for key in levels]))} prediction '
+        "interval(s) served with the forecast: the actual value should fall inside each as "
+        f"often as its level says ({esc(levels[0])}% of the time for the {esc(levels[0])}% "
+        "interval), if the errors stay as they were where it was calibrated.</p>"
+        if levels
+        else ""
+    )
+    drift = drift_text(summary.get("drift"), unit=unit, decimals=decimals)
+    drifted = (summary.get("drift") or {}).get("drift")
     parts = [
         f'<p class="meta">Pipeline {esc(summary["pipeline"])}, forecast run '
         f"{esc(summary['run_id'])}, model {esc(model)}. The history holds "
         f"{summary['forecasts']} forecast run(s); {summary['scored_steps']} forecast step(s) "
         "have their actual value.</p>",
+        f'<p class="{"bad" if drifted else "meta"}">{esc(drift)}</p>' if drift else "",
         f"<h2>Newest forecast of {esc(summary['target'])} (model v{esc(str(version))})</h2>",
         latest,
+        served,
     ]
     if summary["scored_steps"]:
         parts.append(
@@ -982,8 +1346,17 @@ def _accuracy_sections(
     unit: str,
     decimals: int,
 ) -> str:
-    """Accuracy per model version, then per forecast run, newest first."""
+    """Accuracy (and the served intervals' live coverage) per model version, then per forecast
+    run, newest first."""
     metrics = ("mae", "rmse", "bias")
+    prefix = "coverage_"
+    levels = _levels(
+        list(
+            dict.fromkeys(
+                k[len(prefix) :] for row in by_version for k in row if k.startswith(prefix)
+            )
+        )
+    )
     versions = _table(
         [
             "model version",
@@ -991,6 +1364,7 @@ def _accuracy_sections(
             "forecasts",
             "scored steps",
             *(display.metric_label(m, unit) for m in metrics),
+            *(f"{key}% interval coverage (%)" for key in levels),
             "first made (UTC)",
             "last made (UTC)",
         ],
@@ -1001,6 +1375,10 @@ def _accuracy_sections(
                 row.get("forecasts"),
                 row.get("scored_steps"),
                 *(_cell(m, row.get(m), decimals) for m in metrics),
+                *(
+                    display.number(_float(row.get(prefix + key)) * 100, display.PERCENT_DECIMALS)
+                    for key in levels
+                ),
                 _utc_text(row.get("first")),
                 _utc_text(row.get("last")),
             ]
@@ -1033,7 +1411,15 @@ def _accuracy_sections(
         "<h2>Accuracy per model version (forecasts whose actuals have arrived)</h2>\n"
         f"{versions}\n"
         '<p class="note">Bias is the mean of forecast minus actual: above 0, the forecasts run '
-        "high.</p>\n"
+        "high."
+        + (
+            " Interval coverage is the share of scored steps whose actual fell inside the "
+            "interval served with the forecast (n/a: served without one): near its level means "
+            "the intervals hold live."
+            if levels
+            else ""
+        )
+        + "</p>\n"
         f"<h2>Accuracy over time (MAE of each forecast run{more})</h2>\n{per_run}"
     )
 
@@ -1047,7 +1433,8 @@ def write_forecast_plot(
     tail: int = 200,
     unit: str = "",
 ) -> Path:
-    """One forecast: the last `tail` actuals and the forecast steps after them, as a PNG."""
+    """One forecast: the last `tail` actuals and the forecast steps after them, with the bands
+    of the intervals `latest` carries ("lower_<key>", "upper_<key>"), as a PNG."""
     no_history = latest.iloc[0:0]
     figure = _history_figure(no_history, actuals.iloc[-tail:], latest, _axis_label(target, unit))
     _save(figure, Path(path))
@@ -1102,10 +1489,17 @@ def _loss_figure(
 
 
 def _forecast_figure(
-    predictions: pd.DataFrame, names: Sequence[str], *, target: str, unit: str, zoom: int
+    predictions: pd.DataFrame,
+    names: Sequence[str],
+    *,
+    target: str,
+    unit: str,
+    zoom: int,
+    bands: Mapping[str, Any] | None = None,
 ) -> Figure:
     """Actual vs predicted at step 1 on the test split, for the given entries; a split longer
-    than `zoom` steps gets a second panel with its last `zoom` steps, shaded in the first."""
+    than `zoom` steps gets a second panel with its last `zoom` steps, shaded in the first.
+    `bands` ({"name", "levels"}) shades that entry's prediction intervals, lighter for wider."""
     step1 = predictions[predictions["step"] == 1]
     step1 = step1.assign(time=_utc_naive(step1["time"]), name=step1["name"].astype(str))
     step1 = step1.sort_values("time", kind="stable")
@@ -1133,20 +1527,44 @@ def _forecast_figure(
             if start is not None:
                 rows = rows[rows["time"] >= start]
             if not rows.empty:
-                ax.plot(
+                (line,) = ax.plot(
                     rows["time"].to_numpy(),
                     rows["prediction"].to_numpy(),
                     linewidth=width,
                     label=name,
                 )
+                if bands and name == bands["name"]:
+                    _shade(ax, rows, bands["levels"], line.get_color(), f" of {name}")
         ax.set_title(title)
         _time_axis(ax)
         ax.set_ylabel(_axis_label(target, unit))
     # One legend above the panels: inside either one it would hide data.
-    fig.legend(
-        *axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(names) + 1
-    )
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 6))
     return fig
+
+
+def _shade(ax: Any, rows: pd.DataFrame, levels: Sequence[str], colour: str, of: str = "") -> None:
+    """Fill between each level's "lower_<key>" and "upper_<key>" of `rows` (sorted by time),
+    the widest level first and palest; a level without a finite bound is left out."""
+    times = rows["time"].to_numpy()
+    keys = _levels([k for k in levels if f"lower_{k}" in rows and f"upper_{k}" in rows])
+    for rank, key in enumerate(reversed(keys)):  # widest first, under the narrower ones
+        lower = rows[f"lower_{key}"].to_numpy(np.float64)  # [times]
+        upper = rows[f"upper_{key}"].to_numpy(np.float64)  # [times]
+        keep = np.isfinite(lower) & np.isfinite(upper)
+        if not keep.any():
+            continue
+        alpha = 0.35 * 0.55 ** (len(keys) - 1 - rank)  # narrowest 0.35, each wider paler
+        ax.fill_between(
+            times,
+            np.where(keep, lower, np.nan),
+            np.where(keep, upper, np.nan),
+            color=colour,
+            alpha=alpha,
+            linewidth=0,
+            label=f"{key}% interval{of}",
+        )
 
 
 def _leaderboard_figure(
@@ -1262,9 +1680,11 @@ def _history_figure(
             s=12,
             label=f"forecasts of v{int(version)}",
         )
+    newest = latest.assign(time=_utc_naive(latest["time"])).sort_values("time", kind="stable")
+    _shade(ax, newest, interval_keys(newest), "tab:red")
     ax.plot(
-        _utc_naive(latest["time"]).to_numpy(),
-        latest["forecast"].to_numpy(),
+        newest["time"].to_numpy(),
+        newest["forecast"].to_numpy(),
         color="tab:red",
         marker="o",
         linewidth=1.5,

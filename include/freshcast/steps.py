@@ -1098,6 +1098,7 @@ def report(run_dir: str | Path, *, run_id: str) -> dict[str, Any]:
             tuning=tuning,
             sweeps=sweeps or None,
             explain=EXPLAIN,
+            backtest=read_json(output_path(run / "evaluate", "metrics")).get("backtest"),
             **_display(run),
         )
         write_manifest(
@@ -1771,6 +1772,7 @@ def score_forecasts(
             by_version=by_version,
             over_time=over_time,
             latest=latest,
+            drift=drift,
             **made["params"].get("display", {"unit": "", "decimals": 2}),
         )
         outputs["drift"] = artifacts.write_json(out / "drift.json", drift)

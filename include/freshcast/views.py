@@ -37,6 +37,17 @@ class Shown:
     def value(self, value: Any) -> str:
         return display.with_unit(display.number(value, self.decimals + 1), self.unit)
 
+    def interval(self, bounds: Sequence[Any] | None) -> str:
+        """An interval's bounds: "9.10 to 11.2 kW"; "" without bounds."""
+        if not bounds:
+            return ""
+        lower, upper = bounds
+        return f"{display.number(lower, self.decimals + 1)} to {self.value(upper)}"
+
+    def coverage(self, share: Any) -> str:
+        """A share as a percentage: 0.8125 -> "81.2%"."""
+        return display.with_unit(display.number(_float(share) * 100, display.PERCENT_DECIMALS), "%")
+
 
 @dataclass(frozen=True)
 class Links:
@@ -161,9 +172,17 @@ def _forecast_text(made: Mapping[str, Any] | None) -> str:
     if not made:
         return "none yet"
     show = Shown(made.get("unit", ""), int(made.get("decimals", 2)))
-    steps = ", ".join(
-        f"{esc(when(r['time']))}: {esc(show.value(r['forecast']))}" for r in made["rows"][:3]
-    )
+    levels = made.get("levels") or []
+    key = levels[0] if levels else None  # the narrowest interval served
+
+    def step(row: Mapping[str, Any]) -> str:
+        text = f"{when(row['time'])}: {show.value(row['forecast'])}"
+        bounds = [row.get(f"lower_{key}"), row.get(f"upper_{key}")] if key else []
+        if bounds and None not in bounds:
+            text += f" ({key}%: {show.interval(bounds)})"
+        return esc(text)
+
+    steps = ", ".join(step(r) for r in made["rows"][:3])
     more = f" (+{len(made['rows']) - 3} more)" if len(made["rows"]) > 3 else ""
     return (
         f'{steps}{more} <span class="muted">by v{esc(str(made["version"]))}, data up to '
@@ -184,11 +203,43 @@ def _accuracy_text(made: Mapping[str, Any] | None) -> str:
             f"forecast time ({esc(when(first))})"
         )
     show = Shown(made.get("unit", ""), int(made.get("decimals", 2)))
+
+    def held(row: Mapping[str, Any]) -> str:
+        """The live coverage of each interval the version served, narrowest first."""
+        keys = sorted(
+            (k.removeprefix("coverage_") for k in row if k.startswith("coverage_")), key=float
+        )
+        said = [
+            f"{key}% interval held {show.coverage(row[f'coverage_{key}'])}"
+            for key in keys
+            if row[f"coverage_{key}"] is not None
+        ]
+        return "".join(f", {esc(s)}" for s in said)
+
     return "; ".join(
         f"v{int(r['model_version'])}: MAE {esc(show.metric('mae', r['mae']))} over "
-        f"{int(r['scored_steps'])} forecast steps"
+        f"{int(r['scored_steps'])} forecast steps{held(r)}"
         for r in rows
     )
+
+
+def _drift_text(made: Mapping[str, Any] | None) -> str | None:
+    """The latest forecast run's drift check in one sentence, or None without one."""
+    from freshcast.report import drift_text
+
+    if not made or not made.get("drift"):
+        return None
+    said = drift_text(
+        made["drift"], unit=made.get("unit", ""), decimals=int(made.get("decimals", 2))
+    )
+    return f'<span class="bad">{esc(said)}</span>' if made["drift"].get("drift") else esc(said)
+
+
+def _started_by(trigger: Any) -> str:
+    """What started a training run, in words, escaped ("" when its decision does not say)."""
+    from freshcast.report import started_by
+
+    return esc(started_by(trigger) or "")
 
 
 def render_overview(rows: Sequence[Mapping[str, Any]], links: Links) -> str:
@@ -208,6 +259,8 @@ def render_overview(rows: Sequence[Mapping[str, Any]], links: Links) -> str:
                 f"{_a(links.run(train_id, last['run_id']), last['run_id'])} "
                 f"{_state(last.get('state'))}<br>{esc(last.get('outcome') or '')}"
             )
+            if started := _started_by(last.get("trigger")):
+                last_html += f'<br><span class="muted">started by {started}</span>'
         else:
             last_html = "never run"
         made = row["forecast"]
@@ -224,6 +277,8 @@ def render_overview(rows: Sequence[Mapping[str, Any]], links: Links) -> str:
             ("Latest forecast", made_html),
             ("Live accuracy", _accuracy_text(made)),
         ]
+        if drift := _drift_text(made):
+            items.append(("Drift check", drift))
         table = "".join(
             f'<tr><th class="left">{k}</th><td class="left">{v}</td></tr>' for k, v in items
         )
@@ -322,10 +377,12 @@ def render_overview_items(detail: Mapping[str, Any], links: Links) -> str:
     last = detail["last_run"]
     last_html = "never run"
     if last:
+        started = _started_by(last.get("trigger"))
         last_html = (
             f"{_a(links.run(train_id, last['run_id']), last['run_id'])} "
             f"{_state(last.get('state'))}: {esc(last.get('outcome') or '')} "
-            f"({_a(links.report(train_id, last['run_id']), 'report')})"
+            f"({_a(links.report(train_id, last['run_id']), 'report')}"
+            + (f"; started by {started})" if started else ")")
         )
     rows = [
         ("Champion", _champion_text(detail["champion"], detail["metric"])),
@@ -337,6 +394,8 @@ def render_overview_items(detail: Mapping[str, Any], links: Links) -> str:
         ("Latest forecast", _forecast_text(detail["forecast"])),
         ("Live accuracy", _accuracy_text(detail["forecast"])),
     ]
+    if drift := _drift_text(detail["forecast"]):
+        rows.append(("Drift check", drift))
     body = "".join(f'<tr><th class="left">{k}</th><td class="left">{v}</td></tr>' for k, v in rows)
     return f"<h2>Now</h2><table>{body}</table>"
 
@@ -351,7 +410,20 @@ def _runs_section(detail: Mapping[str, Any], links: Links) -> str:
         {n for r in runs for n in r["kinds"]},
         key=lambda n: (runs[-1]["kinds"].get(n) != "model", n),
     )
-    header = ["#", "run", "state", *map(esc, names), f"champion ({esc(metric)})", "decision"]
+    # The candidate's intervals (coverage and width per level) and backtest mean, when any run
+    # has them; older runs leave the cells blank.
+    levels = sorted({k for r in runs for k in r.get("intervals") or {}}, key=float)
+    backtest = any(r.get("backtest_mean") is not None for r in runs)
+    header = [
+        "#",
+        "run",
+        "state",
+        *map(esc, names),
+        f"champion ({esc(metric)})",
+        *(f"candidate's {esc(key)}% interval" for key in levels),
+        *([f"candidate's backtest mean ({esc(metric)})"] if backtest else []),
+        "decision",
+    ]
     rows = []
     for i, run in enumerate(reversed(runs)):
         show = Shown(run["unit"], int(run["decimals"]))
@@ -367,13 +439,39 @@ def _runs_section(detail: Mapping[str, Any], links: Links) -> str:
         version = run.get("champion_version")
         held = esc(show.metric(metric, run["champion_score"])) if version else "none"
         cells.append(f"v{version} {held}" if version else held)
-        cells.append(esc(run.get("verdict") or ""))
+        for key in levels:
+            entry = (run.get("intervals") or {}).get(key)
+            cells.append(
+                esc(
+                    f"{show.coverage(entry.get('coverage'))} covered, "
+                    f"{show.metric('mae', entry.get('width'))} wide"
+                )
+                if entry
+                else ""
+            )
+        if backtest:
+            mean = run.get("backtest_mean")
+            said = f" over {run['backtest_folds']} folds" if run.get("backtest_folds") else ""
+            cells.append(esc(show.metric(metric, mean) + said) if mean is not None else "")
+        decided = esc(run.get("verdict") or "")
+        if run.get("basis") == "backtest":
+            decided += ' <span class="muted">(on the backtest)</span>'
+        if started := _started_by(run.get("trigger")):
+            decided += f'<br><span class="muted">started by {started}</span>'
+        cells.append(decided)
         rows.append(cells)
     table = f'<div class="scroll">{_table(header, rows, left=3)}</div>'
     return (
         f"<h2>Leaderboard over runs ({esc(display.metric_label(metric, unit))}, test split of each "
         f'run)</h2>{_runs_chart(runs)}<p class="muted">Bold: the run\'s candidate. The champion '
-        f"column is the model in service re-scored on that run's test window.</p>{table}"
+        "column is the model in service re-scored on that run's test window."
+        + (
+            " An interval's coverage is the share of the test targets inside it (near its level "
+            "is right), its width the mean distance between its bounds."
+            if levels
+            else ""
+        )
+        + f"</p>{table}"
     )
 
 
@@ -401,23 +499,35 @@ def _registry_section(detail: Mapping[str, Any], links: Links) -> str:
         if rows
         else "<p>No version yet.</p>"
     )
+    forecast_id = detail["dag_ids"][1]
+
+    def run(event: Mapping[str, Any]) -> str:
+        """A training run's report, a forecast run's (a drift), or the id alone."""
+        run_id = event.get("run_id")
+        if run_id and event["kind"] in ("promoted", "refused"):
+            return _a(links.report(train_id, run_id), run_id)
+        if run_id and event["kind"] == "drift":
+            return _a(links.report(forecast_id, run_id), run_id)
+        return esc(run_id or "")
+
     events = (
         _table(
-            ["#", "when", "event", "what", "run", "why"],
+            ["#", "when", "event", "what", "run", "started by", "why"],
             [
                 [
                     str(e["seq"]),
                     esc(when(e["at"])),
-                    esc(e["kind"].replace("_", " ")),
+                    f'<span class="bad">{esc(e["kind"])}</span>'
+                    if e["kind"] == "drift"
+                    else esc(e["kind"].replace("_", " ")),
                     esc(e["what"]),
-                    _a(links.report(train_id, e["run_id"]), e["run_id"])
-                    if e.get("run_id") and e["kind"] in ("promoted", "refused")  # training runs
-                    else esc(e.get("run_id") or ""),
+                    run(e),
+                    _started_by(e.get("trigger")),
                     "<br>".join(esc(r) for r in e["reasons"]),
                 ]
                 for e in registry["events"]
             ],
-            left=6,
+            left=7,
         )
         if registry["events"]
         else "<p>No event yet.</p>"
@@ -434,13 +544,24 @@ def _forecasts_section(detail: Mapping[str, Any], links: Links) -> str:
             "promotion.</p>"
         )
     show = Shown(made.get("unit", "") if made else "", int(made.get("decimals", 2)) if made else 2)
+    levels = sorted({k for r in rows for k in r.get("bounds") or {}}, key=float)
     table = _table(
-        ["time", "step", "forecast", "actual", "error", "by", "made at"],
+        [
+            "time",
+            "step",
+            "forecast",
+            *(f"{esc(key)}% interval" for key in levels),
+            "actual",
+            "error",
+            "by",
+            "made at",
+        ],
         [
             [
                 esc(when(r["time"])),
                 str(r["step"]),
                 esc(show.value(r["forecast"])),
+                *(esc(show.interval((r.get("bounds") or {}).get(key))) for key in levels),
                 esc(show.value(r["actual"])) if r["actual"] is not None else "not yet",
                 esc(show.value(r["forecast"] - r["actual"])) if r["actual"] is not None else "",
                 f"v{r['version']}",

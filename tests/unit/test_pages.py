@@ -67,13 +67,18 @@ def test_the_overview_says_champion_last_run_next_run_forecast_and_live_accuracy
     # f1 forecast 2024-07-19 and -20, whose actuals arrived with the second partition.
     assert [a["model_version"] for a in made["accuracy"]] == [1]
     assert made["accuracy"][0]["scored_steps"] == 2
+    # The spec's default intervals (80% and 95%) are served with every forecast step.
+    assert made["levels"] == ["80", "95"]
+    for r in made["rows"]:
+        assert r["lower_95"] < r["lower_80"] < r["forecast"] < r["upper_80"] < r["upper_95"]
+    assert made["drift"] is None  # scored without a spec: no drift check
 
     html = views.render_overview([row], LINKS)
     assert 'href="/airflow/dags/train_tiny/plugin/freshcast-pipeline" target="_top"' in html
     assert 'href="/airflow/dags/train_tiny/runs/run2" target="_top"' in html
     assert "v1: MAE " in html and " kW over 2 forecast steps" in html
     assert "2024-09-01" in html  # the next run
-    assert re.search(r"2024-08-28: \d+\.\d+ kW", html)  # the latest forecast with its date
+    assert re.search(r"2024-08-28: \d+\.\d+ kW \(80%: \d+\.\d+ to \d+\.\d+ kW\)", html)
 
 
 def test_the_pipeline_page_has_runs_over_time_registry_forecasts_and_rollback(served):
@@ -82,6 +87,10 @@ def test_the_pipeline_page_has_runs_over_time_registry_forecasts_and_rollback(se
     assert [r["run_id"] for r in runs] == ["run1", "run2"]  # oldest first
     assert set(runs[0]["scores"]) == {"gru", "persistence", "seasonal_naive_7", "ridge"}
     assert runs[0]["champion_version"] is None and runs[1]["champion_version"] == 1
+    # Each run's candidate with its intervals' test coverage and width; no backtest in the spec.
+    assert set(runs[0]["intervals"]) == {"80", "95"} and runs[0]["basis"] == "test"
+    assert 0 <= runs[0]["intervals"]["80"]["coverage"] <= 1
+    assert runs[0]["backtest_mean"] is None and runs[0]["trigger"] is None
     held = _decision("run2")["scores"]["champion_v1"]["mase"]  # v1 re-scored on run2's window
     assert runs[1]["champion_score"] == pytest.approx(held)
     versions = detail["registry"]["versions"]
@@ -94,6 +103,7 @@ def test_the_pipeline_page_has_runs_over_time_registry_forecasts_and_rollback(se
     arrived = [r for r in table if r["run_id"] == "f1"]
     assert all(r["actual"] is not None for r in arrived)  # actuals beside past forecasts
     assert all(r["actual"] is None for r in table if r["run_id"] == "f2")
+    assert all(set(r["bounds"]) == {"80", "95"} for r in table)  # served with every forecast
 
     html = views.render_pipeline(detail, LINKS, can_rollback=True, can_see_forecasts=True)
     assert "Leaderboard over runs" in html and "data:image/png;base64," in html
@@ -101,6 +111,8 @@ def test_the_pipeline_page_has_runs_over_time_registry_forecasts_and_rollback(se
     assert "Registry: history" in html and "gru → v1" in html
     assert 'data-endpoint="/airflow/api/v2/dags/rollback_tiny/dagRuns"' in html
     assert 'src="/airflow/freshcast/files/tiny/forecast/f2/score/history.png"' in html
+    assert "<th>candidate's 80% interval</th>" in html and "% covered, " in html
+    assert "<th>80% interval</th><th>95% interval</th><th>actual</th>" in html
     hidden = views.render_pipeline(detail, LINKS, can_rollback=False, can_see_forecasts=False)
     assert "Roll back" not in hidden and "Forecasts (newest first)" not in hidden
 
@@ -118,9 +130,11 @@ def test_a_run_tab_shows_its_report_or_says_why_there_is_none(served):
     train = views.render_run_page(spec, "train", {"run_id": "run1", "state": "success"}, LINKS)
     assert "Leaderboard" in train and "persistence" in train
     assert 'src="/airflow/freshcast/files/tiny/train/run1/report/forecast.png"' in train
+    assert "<h2>Prediction intervals</h2>" in train and "Shaded: the 80% and 95%" in train
     assert 'href="/airflow/dags/train_tiny/runs/run1" target="_top"' in train
     forecast = views.render_run_page(spec, "forecast", {"run_id": "f2", "state": "success"}, LINKS)
     assert "Pipeline tiny, forecast run f2" in forecast and "forecast (kW)" in forecast
+    assert "<th>80% lower (kW)</th><th>80% upper (kW)</th>" in forecast
     note = "trained nothing: data and spec are identical to run run2"
     skipped = views.render_run_page(
         spec, "train", {"run_id": "run3", "state": "success"}, LINKS, note=note
@@ -290,3 +304,48 @@ def test_the_pages_show_a_registry_problem_and_the_healing_events(tmp_path, monk
     assert events[0]["what"] == "v2 → v1" and events[1]["what"] == "v2 fails its check"
     html = views.render_pipeline(detail, LINKS, can_rollback=False, can_see_forecasts=False)
     assert "scheduled__f9" in html and "runs/scheduled__f9/plugin" not in html  # not a training run
+
+
+def test_the_history_shows_drift_events_and_what_started_each_decision(tmp_path, monkeypatch):
+    from freshcast.registry import Registry
+    from tests.helpers import write_tiny_pipeline
+    from tests.unit.test_registry import promote
+
+    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(tmp_path / "pipelines"))
+    write_tiny_pipeline(tmp_path / "pipelines")
+    registry = Registry("tiny")
+    promote(registry, tmp_path, "run1")
+    drift = {"version": 1, "live_mae": 2.4, "test_mae": 1.5, "ratio": 1.6, "threshold": 1.5,
+             "steps": 50, "actuals_end": "2024-09-01T00:00:00+00:00",
+             "reason": "v1's live MAE exceeds the drift ratio 1.5"}  # fmt: skip
+    decision = {"trigger": "drift", "candidate": "gru", "reasons": ["gru does not beat ridge"]}
+    with registry.lock():
+        registry.record("drift", run_id="scheduled__f7", **drift)
+        registry.record("refused", run_id="asset_triggered__r2", decision=decision)
+    spec = pages.pipeline("tiny")
+    events = pages.registry_view(spec)["events"]  # newest first
+    assert [e["kind"] for e in events] == ["refused", "drift", "promoted"]
+    assert events[0]["trigger"] == "drift" and events[2]["trigger"] is None
+    assert events[1]["what"] == "v1 drifted: live MAE 1.60 × test MAE"
+    assert events[1]["reasons"] == ["v1's live MAE exceeds the drift ratio 1.5"]
+
+    airflow = {"train_runs": [], "forecast_runs": [], "next_run": None, "paused": False}
+    html = views.render_pipeline(
+        pages.pipeline_detail(spec, airflow), LINKS, can_rollback=False, can_see_forecasts=False
+    )
+    assert '<span class="bad">drift</span>' in html
+    assert 'href="/airflow/dags/forecast_tiny/runs/scheduled__f7/plugin/freshcast-report"' in html
+    assert "drift (the champion&#x27;s live error drifted past its drift ratio)" in html
+
+
+def test_a_runs_candidate_is_the_decisions_or_else_the_best_model():
+    scores = {
+        "gru": {"kind": "model", "mae": 1.2},
+        "lstm": {"kind": "ensemble", "mae": 1.1},
+        "broken": {"kind": "model", "mae": None},
+        "ridge": {"kind": "baseline", "mae": 0.9},
+    }
+    assert pages._candidate(scores, "mae", {"candidate": "gru"}) == "gru"
+    assert pages._candidate(scores, "mae", None) == "lstm"  # a baseline is never the candidate
+    assert pages._candidate({"ridge": scores["ridge"]}, "mae", None) is None

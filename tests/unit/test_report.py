@@ -320,8 +320,8 @@ def test_summary_is_strict_json_and_renders_the_same_page(written):
     assert set(summary) == {
         "title", "pipeline", "run_id", "target", "unit", "decimals", "metric", "horizon",
         "test_points", "zoom", "shown", "leaderboard", "best", "reference", "flags",
-        "per_step", "per_step_rmse", "training", "gate", "tuning", "sweeps", "explain",
-        "images",
+        "per_step", "per_step_rmse", "training", "gate", "tuning", "sweeps", "intervals",
+        "bands", "backtest", "explain", "images",
     }  # fmt: skip
     assert summary["title"] == f"demo: run {RUN_ID}"
     assert (summary["horizon"], summary["test_points"], summary["zoom"]) == (2, 12, 10)
@@ -330,6 +330,8 @@ def test_summary_is_strict_json_and_renders_the_same_page(written):
     # Errors of +-0.5 and +-1.0: the RMSE per step equals the MAE.
     assert summary["per_step_rmse"]["gru"] == pytest.approx([0.5, 1.0])
     assert summary["tuning"] is None and summary["sweeps"] == []
+    # Without intervals or a backtest in the leaderboard: none of their sections.
+    assert summary["intervals"] == [] and summary["bands"] is None and summary["backtest"] is None
     assert summary["explain"] == report.EXPLAIN
     assert summary["training"]["gru"]["best_epoch"] == 3
     assert summary["images"] == {
@@ -724,8 +726,9 @@ def test_a_sweep_is_drawn_to_its_png_with_the_suggested_rate(tmp_path):
 def test_an_older_summary_without_the_new_keys_still_renders(written):
     _, paths = written
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
-    for key in ("per_step_rmse", "tuning", "sweeps", "explain"):
+    for key in ("per_step_rmse", "tuning", "sweeps", "explain", "intervals", "bands", "backtest"):
         del summary[key]
+    del summary["gate"]["trigger"], summary["gate"]["basis"]
     for row in summary["leaderboard"]:
         del row["mase_seasonal"]
     page = render_run(summary)
@@ -733,7 +736,226 @@ def test_an_older_summary_without_the_new_keys_still_renders(written):
     assert "<h3>MAE (°C) per step</h3>" in page
     assert '<td class="name">gru</td><td class="low">0.50</td><td class="low">1.00</td>' in page
     assert "Search" not in page and "Learning-rate sweeps" not in page
+    assert "Prediction intervals" not in page and "Backtest" not in page
+    assert "Run started by" not in page
     assert html.escape(report.EXPLAIN["mase"]) in page
+
+
+# ---------------------------------------------------- prediction intervals, backtest, trigger
+
+
+def _interval(level, coverage, width, windows=47):
+    radius = None if width is None else width / 2
+    return {
+        "level": level,
+        "coverage": coverage,
+        "coverage_by_step": [coverage, coverage],
+        "width": width,
+        "radius_by_step": [radius, radius],
+        "served_radius_by_step": [radius, radius],
+        "calibration_windows": windows,
+    }
+
+
+def _interval_scores():
+    """gru and ridge with 80% and 95% intervals (95% of ridge too wide to calibrate: n/a),
+    persistence without; lstm's 95% covers less than its level."""
+    scores = _scores()
+    scores["gru"]["intervals"] = {
+        "80": _interval(0.8, 0.8125, 3.07),
+        "95": _interval(0.95, 0.9583, 5.5),
+    }
+    scores["lstm"]["intervals"] = {"95": _interval(0.95, 0.75, 4.0)}
+    scores["ridge"]["intervals"] = {
+        "80": _interval(0.8, 0.79, 3.3),
+        "95": _interval(0.95, 1.0, None),
+    }
+    return scores
+
+
+def _banded_predictions(**kwargs):
+    """`_predictions` with bounds: gru's forecast -+ 1 (80%) and -+ 2 (95%); NaN elsewhere."""
+    frame = _predictions(**kwargs)
+    gru = (frame["name"] == "gru").to_numpy()
+    for key, radius in (("80", 1.0), ("95", 2.0)):
+        frame[f"lower_{key}"] = np.where(gru, frame["prediction"] - radius, np.nan)
+        frame[f"upper_{key}"] = np.where(gru, frame["prediction"] + radius, np.nan)
+    return frame
+
+
+def _intervals_page(tmp_path, **changes):
+    kwargs = dict(
+        leaderboard=ev.leaderboard(_interval_scores(), metric="mae"),
+        predictions=_banded_predictions(),
+    )
+    figures = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "_save", lambda fig, path: figures.setdefault(Path(path).name, fig))
+        paths = _write(tmp_path, **{**kwargs, **changes})
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    return summary, paths["html"].read_text(encoding="utf-8"), figures
+
+
+def _bands_of(ax):
+    """The filled areas of an axes (fill_between's PolyCollections), by label."""
+    from matplotlib.collections import PolyCollection
+
+    return {c.get_label(): c for c in ax.collections if isinstance(c, PolyCollection)}
+
+
+def test_the_intervals_table_lists_each_entrys_levels_coverage_and_width(tmp_path):
+    summary, page, _ = _intervals_page(tmp_path)
+    assert [e["name"] for e in summary["intervals"]] == ["gru", "ridge", "lstm"]
+    assert [level["key"] for level in summary["intervals"][0]["levels"]] == ["80", "95"]
+    section = page[page.index("<h2>Prediction intervals</h2>") : page.index("Error per forecast")]
+    assert (
+        '<th class="name">name</th><th class="name">kind</th><th>level (%)</th>'
+        "<th>test coverage (%)</th><th>mean width (°C)</th><th>calibration windows</th>"
+    ) in section
+    # gru: 80% covers 81.2% with a mean width 3.07 °C (two decimals for 0.1-degree data).
+    assert (
+        '<tr class="model"><td class="name">gru</td><td class="name">model</td><td>80</td>'
+        "<td>81.2</td><td>3.07</td><td>47</td></tr>"
+    ) in section
+    assert "<td>95</td><td>95.8</td><td>5.50</td>" in section
+    assert '<td class="name">ridge</td><td class="name">baseline</td><td>95</td>' in section
+    assert "<td>100.0</td><td>n/a</td>" in section  # a radius too wide to calibrate
+    assert "persistence" not in section  # no intervals, no row
+    for key, term in (("coverage", "coverage"), ("width", "width")):
+        assert f"<li><strong>{term}</strong>: {html.escape(report.EXPLAIN[key])}</li>" in section
+    assert page.index("Leaderboard, ranked") < page.index("<h2>Prediction intervals</h2>")
+
+
+def test_the_test_forecast_figure_shades_the_best_models_intervals(tmp_path):
+    summary, page, figures = _intervals_page(tmp_path)
+    assert summary["bands"] == {"name": "gru", "levels": ["80", "95"]}
+    assert "Shaded: the 80% and 95% prediction interval(s) of gru, lighter for wider." in page
+    whole, last = figures["forecast.png"].axes  # zoom=10 of 12 steps: two panels
+    for ax in (whole, last):
+        bands = _bands_of(ax)
+        assert set(bands) == {"80% interval of gru", "95% interval of gru"}
+        assert bands["95% interval of gru"].get_alpha() < bands["80% interval of gru"].get_alpha()
+    # The band's edges are gru's step-1 forecast -+ 2 (95%).
+    gru = summary["bands"]["name"]
+    frame = _banded_predictions()
+    step1 = frame[(frame["name"] == gru) & (frame["step"] == 1)]
+    band = _bands_of(whole)["95% interval of gru"]
+    ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+    assert ys.min() == pytest.approx(step1["lower_95"].min())
+    assert ys.max() == pytest.approx(step1["upper_95"].max())
+    legend = [t.get_text() for t in figures["forecast.png"].legends[0].get_texts()]
+    assert "80% interval of gru" in legend and "95% interval of gru" in legend
+
+
+def test_no_bands_without_bound_columns_or_finite_bounds(tmp_path):
+    summary, page, figures = _intervals_page(tmp_path, predictions=_predictions())
+    assert summary["bands"] is None and "Shaded:" not in page
+    assert all(not _bands_of(ax) for ax in figures["forecast.png"].axes)
+    # The best model's bounds all NaN (e.g. a diverged model): nothing shaded either.
+    frame = _banded_predictions()
+    frame.loc[frame["name"] == "gru", ["lower_80", "upper_80", "lower_95", "upper_95"]] = np.nan
+    summary, _, _ = _intervals_page(tmp_path, predictions=frame)
+    assert summary["bands"] is None
+
+
+def _backtest(folds, mean, spread):
+    return {"metric": "mae", "folds": folds, "mean": {"mae": mean, "rmse": 2 * mean},
+            "spread": spread}  # fmt: skip
+
+
+def _backtest_record():
+    return {
+        "folds": [
+            {"fold": 1, "train_rows": 100, "val_rows": 20, "rows": 10,
+             "start": "2025-01-01T00:00:00+00:00", "end": "2025-01-10T00:00:00+00:00",
+             "test_windows": 9, "done": True},
+            {"fold": 2, "train_rows": 110, "val_rows": 20, "rows": 10,
+             "start": "2025-01-11T00:00:00+00:00", "end": "2025-01-20T00:00:00+00:00",
+             "test_windows": 9, "done": True},
+            {"fold": 3, "train_rows": 120, "val_rows": 20, "rows": 12, "start": None,
+             "end": None, "test_windows": None, "done": False},
+        ],
+        "gate": True,
+        "metric": "mae",
+    }  # fmt: skip
+
+
+def _backtest_board():
+    scores = _scores()
+    scores["gru"]["backtest"] = _backtest([1.4, 1.6, None], 1.5, 0.1414)
+    scores["lstm"]["backtest"] = _backtest([1.8, 2.0, None], 1.9, 0.1414)
+    scores["persistence"]["backtest"] = _backtest([2.1, 1.9, None], 2.0, 0.1414)
+    return ev.leaderboard(scores, metric="mae")
+
+
+def _backtest_decision(**changes):
+    decision = _decision(trigger="drift", basis="backtest", backtest=_backtest_record())
+    decision["scores"]["champion_v1"] = {"role": "champion", "mae": 1.7, "rmse": 3.4,
+                                         "folds": [1.5, 1.9, None]}  # fmt: skip
+    return {**decision, **changes}
+
+
+def test_the_backtest_table_has_each_fold_the_mean_and_spread_and_the_champion(tmp_path):
+    _, summary, page = _ensemble_page(
+        tmp_path, leaderboard=_backtest_board(), decision=_backtest_decision()
+    )
+    backtest = summary["backtest"]
+    assert backtest["basis"] == "backtest" and backtest["metric"] == "mae"
+    # Ranked by the mean; the champion (its forecasts of the blocks) among them.
+    assert [r["name"] for r in backtest["rows"]] == ["gru", "champion_v1", "lstm", "persistence"]
+    assert backtest["rows"][1]["spread"] == pytest.approx(math.sqrt(0.08))
+    section = page[page.index("<h2>Backtest") : page.index("Error per forecast step")]
+    assert "<h2>Backtest: MAE (°C) on 3 folds</h2>" in section
+    assert (
+        "<th>fold 1</th><th>fold 2</th><th>fold 3</th><th>mean MAE (°C)</th><th>spread</th>"
+    ) in section
+    assert (
+        '<td class="name">gru</td><td class="name">model</td><td class="low">1.40</td>'
+        '<td class="low">1.60</td><td>n/a</td><td class="low">1.50</td><td>0.14</td>'
+    ) in section
+    assert (
+        '<tr><td class="name">champion_v1</td><td class="name">champion</td><td>1.50</td>'
+        "<td>1.90</td><td>n/a</td><td>1.70</td><td>0.28</td></tr>"
+    ) in section
+    assert '<td class="name">persistence</td><td class="name">baseline</td>' in section
+    assert "The gate decided on this backtest: it compared the mean mae over the folds" in section
+    assert (
+        "fold 1: 2025-01-01 to 2025-01-10 (10 rows); fold 2: 2025-01-11 to 2025-01-20 "
+        "(10 rows); fold 3 did not finish."
+    ) in section
+    assert html.escape(report.EXPLAIN["backtest"]) in section
+    gate = page[page.index("Gate:") : page.index("Leaderboard, ranked")]
+    assert "each entry's mean over the backtest's folds" in gate
+
+
+def test_a_backtest_beside_a_test_split_decision_says_so_and_takes_the_folds_from_its_record(
+    tmp_path,
+):
+    decision = _decision(basis="test")  # the folds' dates come from the `backtest` record
+    _, summary, page = _ensemble_page(
+        tmp_path, leaderboard=_backtest_board(), decision=decision, backtest=_backtest_record()
+    )
+    assert [r["name"] for r in summary["backtest"]["rows"]] == ["gru", "lstm", "persistence"]
+    assert "The gate decided on the test split; the backtest is shown beside it." in page
+    assert "fold 2: 2025-01-11 to 2025-01-20 (10 rows)" in page
+    # Without a decision or a record: the folds are numbered from the rows, without dates.
+    _, summary, page = _ensemble_page(tmp_path, leaderboard=_backtest_board())
+    assert [f["fold"] for f in summary["backtest"]["folds"]] == [1, 2, 3]
+    assert "<th>fold 3</th>" in page and "2025-01-11" not in page
+
+
+def test_the_gate_says_what_started_the_run(tmp_path):
+    _, summary, page = _ensemble_page(tmp_path, decision=_decision(trigger="drift"))
+    assert summary["gate"]["trigger"] == "drift"
+    gate = page[page.index("Gate:") : page.index("Leaderboard, ranked")]
+    assert (
+        "Run started by: drift (the champion&#x27;s live error drifted past its drift ratio)."
+    ) in gate
+    assert report.started_by("schedule") == "schedule (the training DAG's schedule)"
+    assert report.started_by("something new") == "something new"
+    assert report.started_by(None) is None
+    _, _, page = _ensemble_page(tmp_path, decision=_decision())  # recorded before triggers
+    assert "Run started by" not in page
 
 
 # ------------------------------------------------------------------------ the forecast report
@@ -859,6 +1081,106 @@ def test_forecast_plot_is_a_png(tmp_path):
         unit="°C",
     )
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def _with_intervals(inputs):
+    """`_forecast_inputs` with 80% bounds served with v2's forecast (f2) only: v1's forecasts
+    were made before intervals existed. f2's 03:00 forecast 13.0 [12.0, 14.5] holds the actual
+    14.0."""
+    history = inputs["scored"].drop(columns=["actual", "error", "abs_error"])
+    f2 = (history["run_id"] == "f2").to_numpy()
+    history = history.assign(
+        lower_80=np.where(f2, history["forecast"] - 1.0, np.nan),
+        upper_80=np.where(f2, history["forecast"] + 1.5, np.nan),
+    )
+    scored = score_history(history, inputs["actuals"])
+    return {
+        **inputs,
+        "scored": scored,
+        "by_version": accuracy_by_version(scored),
+        "latest": history[history["run_id"] == "f2"].reset_index(drop=True),
+    }
+
+
+DRIFT = {
+    "drift": False, "version": 2, "live_mae": 2.1, "test_mae": 1.75, "threshold": 1.5,
+    "steps": 50, "ratio": 1.2, "actuals_end": "2025-01-01T03:00:00+00:00",
+    "reason": "v2's live MAE over its latest 50 scored steps is 2.1, 1.20 x its test MAE 1.75",
+}  # fmt: skip
+
+
+def test_the_forecast_report_shows_bounds_coverage_and_the_drift_check(tmp_path):
+    inputs = _with_intervals(_forecast_inputs())
+    figures = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "_save", lambda fig, path: figures.setdefault(Path(path).name, fig))
+        paths = write_forecast_report(
+            tmp_path, pipeline="demo", run_id="f2", unit="°C", decimals=1, drift=DRIFT, **inputs
+        )
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert summary["levels"] == ["80"] and summary["drift"] == DRIFT
+    assert summary["latest"][0]["lower_80"] == 12.0 and summary["latest"][0]["upper_80"] == 14.5
+    assert summary["by_version"][0]["coverage_80"] is None  # v1 had no bounds
+    assert summary["by_version"][1]["coverage_80"] == 1.0
+
+    page = paths["html"].read_text(encoding="utf-8")
+    assert (
+        "<th>forecast (°C)</th><th>80% lower (°C)</th><th>80% upper (°C)</th><th>model version</th>"
+    ) in page
+    assert "<td>2025-01-01 03:00</td><td>1</td><td>13.0</td><td>12.0</td><td>14.5</td>" in page
+    assert "The 80% prediction interval(s) served with the forecast" in page
+    assert "<th>bias (°C)</th><th>80% interval coverage (%)</th>" in page
+    assert "<td>-0.75</td><td>n/a</td>" in page and "<td>-1.00</td><td>100.0</td>" in page
+    assert (
+        '<p class="meta">Drift check: v2&#x27;s live MAE 2.10 °C over its latest 50 scored '
+        "steps is 1.20 × its test MAE 1.75 °C: within the drift ratio 1.5.</p>"
+    ) in page
+    (ax,) = figures["history.png"].axes
+    assert set(_bands_of(ax)) == {"80% interval"}  # the newest forecast's band
+
+
+def test_the_drift_line_says_a_drift_and_a_check_that_could_not_judge():
+    drifted = {**DRIFT, "drift": True, "ratio": 1.6, "live_mae": 2.8}
+    assert report.drift_text(drifted, unit="kW", decimals=0) == (
+        "Drift check: v2's live MAE 2.8 kW over its latest 50 scored steps is 1.60 × its test "
+        "MAE 1.8 kW: above the drift ratio 1.5; a retraining is signalled."
+    )
+    early = {**DRIFT, "ratio": None, "reason": "v2 has 3 scored forecast step(s): too few"}
+    assert report.drift_text(early) == (
+        "Drift check: not judged: v2 has 3 scored forecast step(s): too few."
+    )
+    assert report.drift_text(None) is None
+    summary = report.forecast_summary(pipeline="p", run_id="r", drift=drifted, **{
+        k: v for k, v in _forecast_inputs().items() if k != "actuals"})  # fmt: skip
+    assert '<p class="bad">Drift check: v2' in render_forecast(summary)
+
+
+def test_an_older_forecast_summary_without_levels_or_drift_still_renders(tmp_path):
+    paths = write_forecast_report(tmp_path, pipeline="demo", run_id="f2", **_forecast_inputs())
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert summary["levels"] == [] and summary["drift"] is None
+    del summary["levels"], summary["drift"]
+    page = render_forecast(summary)
+    assert "lower" not in page and "coverage" not in page and "Drift check" not in page
+
+
+def test_the_forecast_plot_shades_the_served_intervals(tmp_path, monkeypatch):
+    inputs = _with_intervals(_forecast_inputs())
+    latest = inputs["latest"].assign(lower_95=inputs["latest"]["forecast"] - 3.0,
+                                     upper_95=inputs["latest"]["forecast"] + 3.0)  # fmt: skip
+    figures = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.setdefault("fig", fig))
+    write_forecast_plot(tmp_path / "f.png", actuals=inputs["actuals"], latest=latest, target="t")
+    (ax,) = figures["fig"].axes
+    bands = _bands_of(ax)
+    assert set(bands) == {"80% interval", "95% interval"}
+    assert bands["95% interval"].get_alpha() < bands["80% interval"].get_alpha()
+    figures.clear()
+    write_forecast_plot(
+        tmp_path / "f.png", actuals=inputs["actuals"], latest=_forecast_inputs()["latest"],
+        target="t",
+    )  # fmt: skip
+    assert not _bands_of(figures["fig"].axes[0])  # an old forecast without bounds
 
 
 def test_does_not_import_tensorflow_or_pyplot():
