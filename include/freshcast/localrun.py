@@ -971,6 +971,21 @@ def format_leaderboard(
         for row, line in zip(board, rows, strict=True):
             spread = row.get("spread")
             line.append("" if spread is None else f"± {display.number(spread, places)}")
+    levels = sorted({k for row in board for k in row.get("intervals") or {}}, key=float)
+    for key in levels:  # prediction intervals: the test split's coverage of each level
+        header.append(f"{key}% interval coverage (%)")
+        for row, line in zip(board, rows, strict=True):
+            entry = (row.get("intervals") or {}).get(key)
+            coverage = None if entry is None else 100 * entry["coverage"]
+            line.append(display.number(coverage, display.PERCENT_DECIMALS))
+    if any(row.get("backtest") for row in board):  # the folds' mean of the ranking metric
+        header.append(f"backtest mean ± spread, {display.metric_label(metric, unit)}")
+        places = display.metric_decimals(metric, decimals)
+        for row, line in zip(board, rows, strict=True):
+            backtest = row.get("backtest") or {}
+            mean = display.number((backtest.get("mean") or {}).get(metric), places)
+            spread = backtest.get("spread")
+            line.append(mean + ("" if spread is None else f" ± {display.number(spread, places)}"))
     title = f"Leaderboard: test split, in the data's units, ranked by {metric}"
     return f"{title}\n{display.table(rows, header)}"
 

@@ -81,7 +81,8 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     assert "Leaderboard: test split, in the data's units, ranked by mase" in lines, output
     assert any(
         re.fullmatch(
-            r" +rank +name +kind +MAE +RMSE +MASE +skill vs persistence \(%\) +seed spread, MASE",
+            r" +rank +name +kind +MAE +RMSE +MASE +skill vs persistence \(%\) +seed spread, MASE"
+            r" +80% interval coverage \(%\) +95% interval coverage \(%\)",
             line,
         )
         for line in lines

@@ -345,6 +345,9 @@ def test_a_person_sees_the_results_in_the_airflow_ui(ui, browser, shots):
     text = plugin_frame_text(browser, expect="Live accuracy")
     assert PIPELINE in text and re.search(r"Champion\s+v[12] (lstm|gru), mae \d\.\d\d °C", text)
     assert re.search(r"Latest forecast\s+2016-01-01: -?\d+\.\d+ °C", text)
+    # The served forecast's interval, and whether the champion's live error drifted.
+    assert re.search(r"80%: -?\d+\.\d+ to -?\d+\.\d+ °C", text), text
+    assert "Drift check" in text
     assert re.search(r"v1: MAE \d+\.\d\d °C over \d+ forecast steps", text)
     assert HOSTILE in text  # the markup in a spec's description is shown as text, not run
     browser.switch_to.default_content()
@@ -390,6 +393,9 @@ def test_a_person_sees_the_results_in_the_airflow_ui(ui, browser, shots):
     # Each model's seeds under its ensemble with their spread, tuned ridge, the seasonal MASE.
     assert "lstm-s1 (seed 42)" in text and "gru-s3 (seed 44)" in text and "±" in text
     assert "ridge (alpha " in text and "MASE (seasonal)" in text
+    # Each forecaster's prediction intervals on the test split, and why the run started.
+    assert "Prediction intervals" in text and "Run started by: manual" in text
+    assert "test coverage (%)" in text and re.search(r"ensemble\s+80\s+\d+\.\d", text), text
     browser.switch_to.default_content()
     browser.save_screenshot(str(shots / "report.png"))
 

@@ -121,6 +121,23 @@ def test_leaderboard_shows_an_ensembles_seed_spread_beside_it():
     assert first.endswith("± 0.023") and not second.rstrip().endswith("0.023")
 
 
+def test_leaderboard_shows_interval_coverage_and_the_backtest_beside_each_entry():
+    intervals = {"80": {"coverage": 0.8125}, "95": {"coverage": 0.95}}
+    backtest = {"mean": {"mae": 2.04, "rmse": 2.5}, "spread": 0.061, "folds": [2.0, 2.08]}
+    ensemble = {**board_row(1, "gru", "ensemble", 2.0, 2.5, 0.9), "intervals": intervals,
+                "backtest": backtest}  # fmt: skip
+    naive = {**board_row(2, "persistence", "baseline", 2.2, 2.7, 1.0)}
+    lines = localrun.format_leaderboard([ensemble, naive], "mae", unit="°C", decimals=1)
+    header, first, second = lines.split("\n")[1:]
+    assert re.split(r" {2,}", header.strip())[-3:] == [
+        "80% interval coverage (%)",
+        "95% interval coverage (%)",
+        "backtest mean ± spread, MAE (°C)",
+    ]
+    assert first.split()[-5:] == ["81.2", "95.0", "2.04", "±", "0.06"]
+    assert second.split()[-3:] == ["n/a", "n/a", "n/a"]
+
+
 # ---------------------------------------------------------------- the forecast line
 
 
