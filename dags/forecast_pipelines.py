@@ -204,6 +204,16 @@ def _drift_doc(spec: PipelineSpec) -> str:
     return f" and whenever `{spec.name}.drift` says the champion's live error drifted"
 
 
+def _training_task(spec: PipelineSpec, map_index_template: str):
+    """A mapped task that fits models: the training pool and queue, a two-hour limit."""
+    return task(
+        pool=TRAINING_POOL,
+        queue=spec.training_queue,
+        map_index_template=map_index_template,
+        execution_timeout=timedelta(hours=2),
+    )
+
+
 def _promoting(context: Any) -> bool:
     return bool(context["ti"].xcom_pull(task_ids="gate")["promote"])
 
@@ -327,12 +337,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             with _fail_at_once():
                 return steps.window(scaled["run_dir"])
 
-        @task(
-            pool=TRAINING_POOL,
-            queue=spec.training_queue,
-            map_index_template="{{ task.op_kwargs['member'] }}",
-            execution_timeout=timedelta(hours=2),
-        )
+        @_training_task(spec, "{{ task.op_kwargs['member'] }}")
         def train(windowed: dict[str, Any], member: str) -> dict[str, Any]:
             """One model, or one seed of a model (`lstm-s2`)."""
             steps = _steps()
@@ -351,12 +356,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             with _fail_at_once():
                 return steps.plan_trials(windowed["run_dir"])
 
-        @task(
-            pool=TRAINING_POOL,
-            queue=spec.training_queue,
-            map_index_template="{{ task.op_kwargs['name'] }}",
-            execution_timeout=timedelta(hours=2),
-        )
+        @_training_task(spec, "{{ task.op_kwargs['name'] }}")
         def trial(planned: dict[str, Any], name: str) -> dict[str, Any]:
             """One configuration of the search (`lstm-t3`), or a learning-rate sweep (`lstm-lr`),
             scored on the validation split."""
@@ -385,12 +385,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             with _fail_at_once():
                 return steps.evaluate(windowed["run_dir"], trained)
 
-        @task(
-            pool=TRAINING_POOL,
-            queue=spec.training_queue,
-            map_index_template="fold {{ task.op_kwargs['fold'] }}",
-            execution_timeout=timedelta(hours=2),
-        )
+        @_training_task(spec, "fold {{ task.op_kwargs['fold'] }}")
         def backtest(windowed: dict[str, Any], fold: int) -> dict[str, Any]:
             """One fold of the rolling-origin backtest: every model re-fit before its block."""
             steps = _steps()
