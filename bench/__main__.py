@@ -475,8 +475,12 @@ class Suite:
         # from the validation residuals) against the nominal level.
         for key, entry in sorted((got.get("intervals") or {}).items(), key=lambda kv: float(kv[0])):
             points = 100 * (entry["coverage"] - entry["level"])
+            # The sampling error of a coverage measured on this many test windows (the steps
+            # of one window are not independent, so windows, not steps, count).
+            error = 100 * (entry["level"] * (1 - entry["level"]) / origins["of"]) ** 0.5
             self.say(
-                f"    {key}% interval: coverage {100 * entry['coverage']:.1f}%, mean width "
+                f"    {key}% interval: coverage {100 * entry['coverage']:.1f}% (standard error "
+                f"{error:.1f} points over {origins['of']} test windows), mean width "
                 f"{entry['width']:.4g} {unit}"
             )
             self.goal(
