@@ -364,7 +364,11 @@ def test_a_person_sees_the_results_in_the_airflow_ui(ui, browser, shots):
         assert name in text
     assert re.search(r"v1( \(serving\))? (lstm|gru) \((lstm|gru)\) mae \d\.\d\d °C", text)
     assert f"{runs['unchanged']} success: trained nothing" in text  # the last run, in words
-    assert re.search(r"2015-12-3\d\s+1\s+-?\d+\.\d\d °C\s+-?\d+\.\d\d °C", text)  # actuals beside
+    # Each forecast with its 80 % and 95 % intervals, and the actual value beside it.
+    interval = r"-?\d+\.\d\d to -?\d+\.\d\d °C"
+    assert re.search(
+        rf"2015-12-3\d\s+1\s+-?\d+\.\d\d °C\s+{interval}\s+{interval}\s+-?\d+\.\d\d °C", text
+    ), text
     browser.switch_to.default_content()
     browser.save_screenshot(str(shots / "pipeline.png"))
     plugin_frame_text(browser, expect="Leaderboard over runs")
