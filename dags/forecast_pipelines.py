@@ -4,8 +4,9 @@
 - `forecast_<name>`: forecast with the champion on its schedule and whenever it changes;
 - `rollback_<name>`: make an earlier registry version the champion again.
 
-Wiring only: every task body imports its step from the `freshcast` package and calls it. Parsing
-this file reads the YAML specs and nothing heavier (no TensorFlow, pandas or scikit-learn).
+Wiring only: every task body imports its step from the `freshcast` package and calls it. This
+file defines no DAG itself: `pipelines_<k>.py` call `define_pipelines`, each for its share of the
+specs. Parsing reads the YAML specs and nothing heavier (no TensorFlow, pandas or scikit-learn).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from airflow.sdk import (
     Param,
     dag,
     get_current_context,
+    get_parsing_context,
     task,
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from freshcast.spec import PipelineSpec, load_valid_specs
+from freshcast.spec import PipelineSpec, pipeline_of, specs_to_build
 
 TRAINING_POOL = "training"
 # One slot: promote and rollback change a registry one at a time, across every worker.
@@ -584,9 +586,32 @@ champion pointer moves; the change is recorded in the registry history and trigg
     return rolling_back()
 
 
-# A spec that does not validate is left out here and reported as an import error by
-# spec_errors.py, so one broken file never hides the other pipelines' DAGs.
-for _spec in load_valid_specs():
-    globals()[_spec.dag_id] = build_training_dag(_spec)
-    globals()[_spec.forecast_dag_id] = build_forecast_dag(_spec)
-    globals()[_spec.rollback_dag_id] = build_rollback_dag(_spec)
+# How many DAG files share the pipelines (dags/pipelines_<k>.py, k < SHARDS). The dag-processor
+# parses files in parallel and times each out on its own: a thousand pipelines cost eight files
+# of about 125 each, not one file past `dagbag_import_timeout` that takes every pipeline with it.
+SHARDS = 8
+BUILDERS = {
+    "dag_id": build_training_dag,
+    "forecast_dag_id": build_forecast_dag,
+    "rollback_dag_id": build_rollback_dag,
+}
+
+
+def define_pipelines(namespace: dict[str, Any], *, shard: int) -> list[str]:
+    """Put the DAGs of every pipeline in shard `shard` into `namespace` (a DAG file's globals)
+    and return their ids.
+
+    In a task's process Airflow's parsing context names the task's DAG: only that pipeline's
+    spec is read and only that DAG is built, so a task starts as fast with a thousand pipelines
+    as with one. A spec that does not validate is left out here and reported as an import error
+    by spec_errors.py, so one broken file never hides the other pipelines' DAGs.
+    """
+    wanted = get_parsing_context().dag_id
+    built = []
+    for spec in specs_to_build(wanted, shard=shard, shards=SHARDS):
+        for attribute, build in BUILDERS.items():
+            dag_id = getattr(spec, attribute)
+            if wanted in (None, dag_id) or pipeline_of(wanted) != spec.name:
+                namespace[dag_id] = build(spec)
+                built.append(dag_id)
+    return built

@@ -9,6 +9,17 @@ import pandas as pd
 import yaml
 
 
+def project_dagbag():
+    """The project's dags/ as Airflow's dag-processor and task runner parse it: a bundle, whose
+    folder is on sys.path (the DAG files import the factory, forecast_pipelines.py)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    from tests.conftest import PROJECT_ROOT
+
+    dags = PROJECT_ROOT / "dags"
+    return BundleDagBag(dag_folder=str(dags), bundle_path=dags)
+
+
 def tiny_series(rows: int = 240, *, seed: int = 0) -> pd.DataFrame:
     """A daily series: a weekly sine plus noise as the target, and a lagged helper feature."""
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import stat
+import zlib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -887,6 +888,51 @@ def load_valid_specs(folder: Path | None = None) -> list[PipelineSpec]:
     return _load_folder(folder)[0]
 
 
+# The DAG ids of a pipeline `x`: train_x, forecast_x, rollback_x.
+DAG_PREFIXES = ("train_", "forecast_", "rollback_")
+
+
+def pipeline_of(dag_id: str) -> str | None:
+    """The pipeline a DAG id belongs to (`train_x` -> `x`), or None for any other DAG id."""
+    for prefix in DAG_PREFIXES:
+        name = dag_id.removeprefix(prefix)
+        if name != dag_id and NAME_PATTERN.match(name):
+            return name
+    return None
+
+
+def shard_of(name: str, shards: int) -> int:
+    """Which of `shards` DAG files defines pipeline `name`: a stable hash of the name, so a
+    pipeline's DAGs never move between files as pipelines come and go."""
+    return zlib.crc32(name.encode()) % shards
+
+
+def specs_to_build(
+    dag_id: str | None, *, shard: int, shards: int, folder: Path | None = None
+) -> list[PipelineSpec]:
+    """The specs whose DAGs DAG file `shard` (of `shards`) builds, reading no other spec file.
+
+    Args:
+        dag_id: Airflow's parsing context: in a task's process the id of that task's DAG (only
+            its pipeline's spec is read), None in the dag-processor (every spec of the shard).
+            A DAG id of no pipeline in this folder builds the whole shard.
+        shard: this DAG file's number, 0 <= shard < shards.
+        shards: how many DAG files share the specs (`shard_of`).
+        folder: the specs' folder; default `pipelines_dir()`.
+
+    Returns:
+        The valid specs, in file-name order; broken ones are left out (`spec_problems` reports
+        them).
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"`shard` must be in [0, {shards}). Received: shard={shard}")
+    paths = [p for p in spec_files(folder) if shard_of(p.stem, shards) == shard]
+    name = pipeline_of(dag_id) if dag_id else None
+    if name is not None and any(p.stem == name for p in paths):
+        paths = [p for p in paths if p.stem == name]
+    return _load_paths(paths)[0]
+
+
 def spec_problems(folder: Path | None = None) -> list[str]:
     """The error message of every spec in `folder` that does not validate, or that defines the
     same pipeline as another file (`x.yaml` and `x.yml`)."""
@@ -895,8 +941,13 @@ def spec_problems(folder: Path | None = None) -> list[str]:
 
 def _load_folder(folder: Path | None) -> tuple[list[PipelineSpec], list[str]]:
     """(specs that load, messages for the files that do not), in file-name order."""
+    return _load_paths(spec_files(folder))
+
+
+def _load_paths(paths: list[Path]) -> tuple[list[PipelineSpec], list[str]]:
+    """(specs that load, messages for the files that do not) of these spec files."""
     by_name: dict[str, list[Path]] = {}
-    for path in spec_files(folder):
+    for path in paths:
         by_name.setdefault(path.stem, []).append(path)  # the stem is the pipeline name
     specs, problems = [], []
     for name, paths in by_name.items():

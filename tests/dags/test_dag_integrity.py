@@ -12,17 +12,15 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import write_tiny_pipeline
+from tests.helpers import project_dagbag, write_tiny_pipeline
 
 HEAVY = ("tensorflow", "keras", "pandas", "sklearn", "matplotlib")
 
 
 def dagbag(pipelines_dir=None, monkeypatch=None):
-    from airflow.dag_processing.dagbag import DagBag
-
     if pipelines_dir is not None:
         monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(pipelines_dir))
-    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    return project_dagbag()
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +158,9 @@ def test_parsing_imports_no_heavy_module():
     """A fresh interpreter parses dags/ and must not have loaded TensorFlow, pandas or sklearn."""
     code = (
         "import sys, json\n"
-        "from airflow.dag_processing.dagbag import DagBag\n"
-        f"bag = DagBag(dag_folder={str(PROJECT_ROOT / 'dags')!r})\n"
+        "from airflow.dag_processing.dagbag import BundleDagBag\n"
+        f"dags = {str(PROJECT_ROOT / 'dags')!r}\n"
+        "bag = BundleDagBag(dags, bundle_path=dags)\n"
         f"print(json.dumps({{'dags': sorted(bag.dag_ids), 'errors': bag.import_errors,"
         f" 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
     )
@@ -178,7 +177,7 @@ def test_broken_spec_is_an_import_error_and_other_pipelines_still_load(tmp_path,
     bag = dagbag(tmp_path, monkeypatch)
     assert "train_good" in bag.dag_ids
     assert "train_broken" not in bag.dag_ids
-    assert list(bag.import_errors) == [str(PROJECT_ROOT / "dags" / "spec_errors.py")]
+    assert list(bag.import_errors) == ["spec_errors.py"]  # relative to the bundle
     message = next(iter(bag.import_errors.values()))
     assert str(tmp_path / "broken.yaml") in message
     assert "models.0.units.0" in message
@@ -198,7 +197,7 @@ def test_hostile_or_ambiguous_specs_cost_only_their_own_dags(tmp_path, monkeypat
     bag = dagbag(tmp_path, monkeypatch)
     assert {"train_good", "forecast_good", "rollback_good"} <= set(bag.dag_ids)
     assert not any("laughs" in d or "twin" in d for d in bag.dag_ids)
-    message = bag.import_errors[str(PROJECT_ROOT / "dags" / "spec_errors.py")]
+    message = bag.import_errors["spec_errors.py"]
     assert len(message) < 3000  # bounded, not the expanded document
     assert "laughs.yaml" in message and "alias" in message
     assert str(tmp_path / "twin.yaml") in message and str(tmp_path / "twin.yml") in message
@@ -295,3 +294,76 @@ def test_tensorflow_starts_without_chatter_on_stderr():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == ""
+
+
+def _parse_in_a_fresh_process(dag_file, pipelines, context_dag_id=None):
+    """Parse one DAG file as Airflow's task runner does (a bundle, the parsing context in the
+    environment) in a fresh interpreter, and list every spec file it opened."""
+    import os
+
+    code = (
+        "import json, sys\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda event, args: opened.append(str(args[0]))"
+        " if event == 'open' and isinstance(args[0], str) else None)\n"
+        "from airflow.dag_processing.dagbag import BundleDagBag\n"
+        f"bag = BundleDagBag({str(dag_file)!r}, bundle_path={str(dag_file.parent)!r})\n"
+        f"specs = sorted({{p for p in opened if p.startswith({str(pipelines)!r})}})\n"
+        "print(json.dumps({'dags': sorted(bag.dag_ids), 'errors': list(bag.import_errors),"
+        " 'specs': specs}))\n"
+    )
+    env = {**os.environ, "FRESHCAST_PIPELINES_DIR": str(pipelines)}
+    env.pop("_AIRFLOW_PARSING_CONTEXT_DAG_ID", None)
+    if context_dag_id:
+        env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = context_dag_id
+        env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "forecast"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_task_process_reads_only_its_own_spec_and_builds_only_its_dag(tmp_path):
+    """Airflow's parsing context names the task's DAG: its process reads that pipeline's spec and
+    no other (counted by an audit hook on every file open), and builds that one DAG."""
+    from freshcast.spec import shard_of
+
+    sys.path.insert(0, str(PROJECT_ROOT / "dags"))
+    try:
+        from forecast_pipelines import SHARDS
+    finally:
+        sys.path.remove(str(PROJECT_ROOT / "dags"))
+    names = [f"p{i}" for i in range(40)]
+    shard = max(range(SHARDS), key=lambda k: sum(shard_of(n, SHARDS) == k for n in names))
+    ours = [n for n in names if shard_of(n, SHARDS) == shard]
+    assert len(ours) >= 3
+    for name in names:
+        write_tiny_pipeline(tmp_path, name=name)
+    (tmp_path / "broken.yaml").write_text("source: [\n")  # never read by a task process
+    dag_file = PROJECT_ROOT / "dags" / f"pipelines_{shard}.py"
+
+    # The dag-processor (no context) builds every pipeline of the shard, and reads their specs.
+    everything = _parse_in_a_fresh_process(dag_file, tmp_path)
+    assert everything["errors"] == []
+    assert everything["dags"] == sorted(
+        f"{kind}_{n}" for n in ours for kind in ("train", "forecast", "rollback")
+    )
+    assert everything["specs"] == sorted(str(tmp_path / f"{n}.yaml") for n in ours)
+
+    target = ours[1]
+    task = _parse_in_a_fresh_process(dag_file, tmp_path, context_dag_id=f"forecast_{target}")
+    assert task["errors"] == []
+    assert task["dags"] == [f"forecast_{target}"]
+    assert task["specs"] == [str(tmp_path / f"{target}.yaml")]
+
+
+def test_every_pipeline_is_defined_by_exactly_one_dag_file(tmp_path, monkeypatch):
+    for i in range(12):
+        write_tiny_pipeline(tmp_path, name=f"s{i}")
+    bag = dagbag(tmp_path, monkeypatch)
+    files = {bag.dags[f"train_s{i}"].fileloc for i in range(12)}
+    assert len(files) > 1  # spread over the shard files
+    for i in range(12):
+        locs = {bag.dags[f"{k}_s{i}"].fileloc for k in ("train", "forecast", "rollback")}
+        assert len(locs) == 1  # a pipeline's three DAGs share one file
+    assert len(bag.dag_ids) == 36 and bag.import_errors == {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import project_dagbag
 
 pytestmark = pytest.mark.slow
 
@@ -15,9 +15,7 @@ STEPS = ("ingest", "validate", "split_scale", "window", "evaluate", "report")
 
 
 def run_dag(conf: dict, dag_id: str = "train_tiny"):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    bag = project_dagbag()
     assert bag.import_errors == {}
     return bag.dags[dag_id].test(logical_date=None, run_conf=conf)
 

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -888,3 +890,62 @@ def test_intervals_backtest_drift_and_tracking_defaults(tmp_path):
 def test_interval_backtest_and_drift_errors_name_the_field(tmp_path, fields, field, words):
     message = spec_error(write_spec(tmp_path, {**BASE, **fields}))
     assert f"field '{field}'" in message and words in message, message
+
+
+def test_pipeline_of_reads_the_pipeline_from_its_dag_ids():
+    from freshcast.spec import pipeline_of
+
+    assert pipeline_of("train_seattle_weather") == "seattle_weather"
+    assert pipeline_of("forecast_x") == "x"
+    assert pipeline_of("rollback_x_2") == "x_2"
+    assert pipeline_of("train_") is None
+    assert pipeline_of("someone_elses_dag") is None
+    assert pipeline_of("train_Not-A-Name") is None
+
+
+def test_shard_of_is_stable_and_spreads_names():
+    from freshcast.spec import shard_of
+
+    # crc32, not Python's salted hash(): the same file in every process and on every machine.
+    assert [shard_of(n, 8) for n in ("seattle_weather", "co2_monthly", "a")] == [
+        zlib.crc32(n.encode()) % 8 for n in ("seattle_weather", "co2_monthly", "a")
+    ]
+    counts = Counter(shard_of(f"store_{i}", 8) for i in range(1000))
+    assert len(counts) == 8 and min(counts.values()) > 90  # about 125 each
+
+
+def test_specs_to_build_reads_its_shard_or_only_the_named_pipeline(tmp_path, monkeypatch):
+    from freshcast import spec as spec_module
+    from freshcast.spec import shard_of, specs_to_build
+
+    names = [f"p{i}" for i in range(24)]
+    for name in names:
+        write_spec(tmp_path, BASE, name=name)
+    read = []
+    real = spec_module._read_yaml
+    monkeypatch.setattr(
+        spec_module, "_read_yaml", lambda path: read.append(path.stem) or real(path)
+    )
+
+    shard = shard_of("p5", 4)
+    mine = [n for n in sorted(names) if shard_of(n, 4) == shard]
+    built = specs_to_build(None, shard=shard, shards=4, folder=tmp_path)
+    assert [s.name for s in built] == mine and read == mine
+
+    read.clear()
+    assert [s.name for s in specs_to_build("train_p5", shard=shard, shards=4, folder=tmp_path)] == [
+        "p5"
+    ]
+    assert read == ["p5"]
+    other = next(k for k in range(4) if k != shard)
+    read.clear()
+    assert "p5" not in [
+        s.name for s in specs_to_build("train_p5", shard=other, shards=4, folder=tmp_path)
+    ]
+    assert "p5" not in read
+    # A DAG id of no pipeline here: the whole shard, as the dag-processor builds it.
+    assert [
+        s.name for s in specs_to_build("other_dag", shard=shard, shards=4, folder=tmp_path)
+    ] == mine
+    with pytest.raises(ValueError, match=r"Received: shard=4"):
+        specs_to_build(None, shard=4, shards=4, folder=tmp_path)
