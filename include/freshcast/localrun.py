@@ -187,6 +187,11 @@ def ensure_password(af: Airflow) -> None:
             fh.write(json.dumps({USER: secrets.token_urlsafe(16)}) + "\n")
 
 
+# What `executor = LocalExecutor` runs: Airflow's LocalExecutor, with the task steps' imports paid
+# once in the scheduler before it forks the workers (plugins/freshcast_executor.py).
+EXECUTORS = {"LocalExecutor": "freshcast_executor.PreloadingLocalExecutor"}
+
+
 def write_config(
     af: Airflow,
     *,
@@ -207,7 +212,7 @@ def write_config(
 [core]
 dags_folder = {dags_folder or PROJECT_ROOT / "dags"}
 plugins_folder = {PROJECT_ROOT / "plugins"}
-executor = {af.executor}
+executor = {EXECUTORS.get(af.executor, af.executor)}
 parallelism = {parallelism}
 load_examples = False
 fernet_key = {fernet_key}

@@ -202,6 +202,11 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     }
     assert listening == {("127.0.0.1", airflow.port)}
 
+    # The executor paid the steps' imports once, before it forked the workers that ran them.
+    scheduler_log = airflow.log_file("scheduler").read_text()
+    assert "PreloadingLocalExecutor" in (airflow.home / "airflow.cfg").read_text()
+    assert "Preloaded freshcast.steps for the task processes" in scheduler_log
+
     # A second `up` reuses the running components.
     again: list[str] = []
     localrun.up(airflow, pools={"training": 1}, say=again.append)
