@@ -317,21 +317,56 @@ def device() -> dict[str, Any]:
 HEAVY = ("tensorflow", "keras", "pandas", "sklearn", "matplotlib", "pyarrow", "scipy")
 
 
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+
+
+def _dagbag(path: str):
+    """A DAG file or folder as the dag-processor and task runner parse it: a bundle whose
+    folder is on sys.path (the project's dags/ too, for files the bench writes elsewhere)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    if str(DAGS) not in sys.path:
+        sys.path.append(str(DAGS))
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    return BundleDagBag(dag_folder=path, bundle_path=folder)
+
+
 @probe
 def parse(path: str) -> dict[str, Any]:
-    """One DAG file through Airflow's DagBag, in a process that already imported Airflow."""
-    from airflow.dag_processing.dagbag import DagBag
+    """One DAG file (or folder) through Airflow's DagBag, in a process that already imported
+    Airflow. The parsing context, if any, comes from the environment, as in a task process."""
+    # What the dag-processor and the task runner have imported before they parse a file.
+    import airflow.sdk  # noqa: F401
+    from airflow.dag_processing.dagbag import BundleDagBag  # noqa: F401
 
     before = set(sys.modules)
     with Timer() as parsing:
-        bag = DagBag(dag_folder=path)
+        bag = _dagbag(path)
     loaded = sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(HEAVY))
     return {
         "seconds": parsing.seconds,
         "dags": len(bag.dags),
+        "tasks": sum(len(d.tasks) for d in bag.dags.values()),
         "errors": len(bag.import_errors),
         "heavy_modules": loaded,
     }
+
+
+@probe
+def setting(section: str, key: str) -> dict[str, Any]:
+    from airflow.configuration import conf
+
+    return {"value": conf.get(section, key)}
+
+
+@probe
+def make_pipelines(folder: str, count: int, template: str) -> dict[str, Any]:
+    """`count` copies of the spec `template` in `folder`, named store_0000, store_0001, ..."""
+    text = Path(template).read_text()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (Path(folder) / f"store_{i:04d}.yaml").write_text(text)
+    return {"count": count}
 
 
 def _default(param: Any) -> Any:
@@ -346,14 +381,18 @@ def equivalent_dag_file(path: str, out: str) -> dict[str, Any]:
     """Write a plain Airflow DAG file with the same DAGs, task ids, mapped tasks, params and
     dependencies as the file at `path`, and nothing else: no spec, no package, no assets.
     What Airflow itself costs to parse DAGs of that shape."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=path)
-    lines = ["from airflow.sdk import dag, task", ""]
+    bag = _dagbag(path)
+    lines = ["from airflow.sdk import Param, dag, task", ""]
     for n, (dag_id, parsed) in enumerate(sorted(bag.dags.items())):
-        params = {k: _default(parsed.params.get_param(k)) for k in parsed.params}  # Airflow copies
-        lines += [  # params into every task, so the twin must carry them too
-            f"@dag(dag_id={dag_id!r}, schedule=None, params={params!r})",
+        # Airflow copies Params into every task and checks their JSON schemas: the twin has the
+        # same Params, with the same schemas.
+        params = ", ".join(
+            f"{k!r}: Param({_default(parsed.params.get_param(k))!r}, "
+            f"**{parsed.params.get_param(k).schema!r})"
+            for k in parsed.params
+        )
+        lines += [
+            f"@dag(dag_id={dag_id!r}, schedule=None, params={{{params}}})",
             f"def dag_{n}():",
             "    made = {}",
         ]

@@ -926,10 +926,13 @@ def specs_to_build(
     """
     if not 0 <= shard < shards:
         raise ValueError(f"`shard` must be in [0, {shards}). Received: shard={shard}")
-    paths = [p for p in spec_files(folder) if shard_of(p.stem, shards) == shard]
     name = pipeline_of(dag_id) if dag_id else None
-    if name is not None and any(p.stem == name for p in paths):
-        paths = [p for p in paths if p.stem == name]
+    if name is not None:  # a task's process: its spec's file, without listing the folder
+        folder = folder or pipelines_dir()
+        own = [p for p in (folder / f"{name}.yaml", folder / f"{name}.yml") if p.is_file()]
+        if own:
+            return _load_paths(own)[0] if shard_of(name, shards) == shard else []
+    paths = [p for p in spec_files(folder) if shard_of(p.stem, shards) == shard]
     return _load_paths(paths)[0]
 
 
