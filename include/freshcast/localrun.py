@@ -190,6 +190,7 @@ def ensure_password(af: Airflow) -> None:
 # What `executor = LocalExecutor` runs: Airflow's LocalExecutor, with the task steps' imports paid
 # once in the scheduler before it forks the workers (plugins/freshcast_executor.py).
 EXECUTORS = {"LocalExecutor": "freshcast_executor.PreloadingLocalExecutor"}
+CELERY_CONFIG = "freshcast_celery.CELERY_CONFIG"
 
 
 def write_config(
@@ -246,6 +247,9 @@ min_file_process_interval = 30
             "broker_url": af.broker,
             "result_backend": af.result_backend or "",
             "worker_concurrency": "2",
+            # Airflow's Celery settings, and the task steps' imports paid once per worker
+            # (plugins/freshcast_celery.py).
+            "celery_config_options": CELERY_CONFIG,
         }
     for section, values in (extra or {}).items():
         sections.setdefault(section, {}).update(values)

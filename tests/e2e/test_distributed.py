@@ -146,6 +146,10 @@ def test_celery_run_spreads_tasks_over_two_workers(
         if state == "success":
             per_worker[host] = per_worker.get(host, 0) + 1
     print(f"\ndistributed run: {elapsed:.0f}s from start, tasks per worker: {per_worker}")
+    # Each worker imported the task steps' libraries once, before its pool forked.
+    for name in caches:
+        log = af.log_file(f"worker-{name}").read_text()
+        assert "Preloaded freshcast.steps for the task processes" in log, name
     # Artifacts are where FRESHCAST_ARTIFACT_ROOT says: in the bucket, written by both workers.
     import boto3
 
