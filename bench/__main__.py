@@ -8,9 +8,15 @@ ratio of two figures measured in this run, on this machine. Cases:
     feeding        windows/s our input pipeline delivers, against timeseries_dataset_from_array
     training       samples/s of our train step against plain model.fit on numpy arrays; XLA
                    and thread settings
-    parse          each DAG file through DagBag against a minimal DAG file; heavy imports
-    orchestration  the bundled pipeline through `airflow dags test` against its steps in one
-                   process, same epochs; each task's wall time split into Airflow and the step
+    parse          dags/ through DagBag against plain-Airflow DAGs of the same shape; heavy
+                   imports; 1,000 generated pipelines: each of the eight DAG files, all in one
+                   file, their plain twins, and a task process's parse (the parsing context)
+    orchestration  the bundled pipeline through a real scheduler as `make run` runs it
+                   (LocalExecutor, SQLite), and with Airflow's plain LocalExecutor, against its
+                   steps in one process; where each task's time went
+    scheduling     N tiny pipelines triggered at once on LocalExecutor, and on CeleryExecutor
+                   with one and two workers (PostgreSQL, Redis): runs/min, scheduler CPU,
+                   database size, per-task overhead (bench/scheduling.py)
     scale          2,000,000 rows x 8 features end to end, each step in its own process: peak
                    memory
     accuracy       each bundled pipeline, trained in-process, its served model against its
@@ -20,16 +26,16 @@ ratio of two figures measured in this run, on this machine. Cases:
                    per pipeline whatever --repeats says (the seeds give the spread)
 
 Usage: python -m bench [--cases windowing,feeding,...] [--repeats N] [--out bench/results.json]
-                       [--pipelines seattle_weather,...]
+                       [--pipelines seattle_weather,...] [--parse-pipelines 1000]
+                       [--sizes 10,50,100] [--setups local,celery-1,celery-2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +47,16 @@ from bench.common import PROJECT_ROOT, ProbeError, machine, median_of, probe
 from bench.peers import MAX_ORIGINS, PEER_EPOCHS
 
 TIMESTEPS = 48
-CASES = ("windowing", "feeding", "training", "parse", "orchestration", "scale", "accuracy")
+CASES = (
+    "windowing",
+    "feeding",
+    "training",
+    "parse",
+    "orchestration",
+    "scheduling",
+    "scale",
+    "accuracy",
+)
 MINIMAL_DAG = """
 from airflow.sdk import dag, task
 
@@ -82,6 +97,59 @@ def _names(shards: dict[str, Any], path: Path, specs: Path) -> set[str]:
     return {p.stem for p in specs.glob("*.yaml") if shard_of(p.stem, total) == k}
 
 
+def _dag_file_of(pipeline: str) -> Path:
+    """The DAG file (dags/pipelines_<k>.py) that defines `pipeline`'s DAGs."""
+    from freshcast.spec import shard_of
+
+    files = sorted((PROJECT_ROOT / "dags").glob("pipelines_*.py"))
+    return PROJECT_ROOT / "dags" / f"pipelines_{shard_of(pipeline, len(files))}.py"
+
+
+def _storage_mib(pipeline: Path) -> dict[str, float]:
+    """MiB on disk of one pipeline's training run, registry version and forecast run."""
+
+    def mib(paths: list[Path]) -> float:
+        files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+        return sum(f.stat().st_size for f in files) / 2**20
+
+    return {
+        "run": mib(list((pipeline / "runs").glob("*"))),
+        "registry_version": mib(list((pipeline / "registry" / "versions").glob("v*"))),
+        "forecast_runs": mib(list((pipeline / "forecasts" / "runs").glob("*"))),
+    }
+
+
+def _task_rows(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each task instance of one run, in start order, with where its time went: waiting for
+    the scheduler after its last upstream ended, scheduled to queued, queued to running (the
+    executor picks it up, forks its process), running, and the step's own part of that."""
+
+    def at(stamp: str | None) -> datetime | None:
+        return datetime.fromisoformat(stamp) if stamp else None
+
+    done = [t for t in tasks if t["start"] and t["end"]]
+    run_start = min(at(t["queued"] or t["start"]) for t in done)
+    ends = {(t["task_id"], t["map_index"]): at(t["end"]) for t in done}
+    rows = []
+    for t in sorted(done, key=lambda t: t["start"]):
+        start, end = at(t["start"]), at(t["end"])
+        queued, scheduled = at(t["queued"]) or start, at(t["scheduled"]) or at(t["queued"]) or start
+        upstream = [e for (task, _), e in ends.items() if task in t.get("upstream", [])]
+        ready = max(upstream) if upstream else run_start
+        wall = (end - start).total_seconds()
+        name = t["task_id"] if t["map_index"] < 0 else f"{t['task_id']}[{t['map_index']}]"
+        rows.append({
+            "task": name,
+            "after_upstream": max(0.0, (scheduled - ready).total_seconds()),
+            "scheduled_to_queued": max(0.0, (queued - scheduled).total_seconds()),
+            "queued_to_start": (start - queued).total_seconds(),
+            "wall": wall,
+            "work": t["work"],
+            "overhead": None if t["work"] is None else wall - t["work"],
+        })  # fmt: skip
+    return rows
+
+
 class Suite:
     def __init__(
         self, *, repeats: int, work: Path, pipelines: list[str] | None = None, say=print
@@ -89,6 +157,8 @@ class Suite:
         self.repeats, self.work, self.say = repeats, work, say
         self.pipelines = pipelines  # the accuracy case's; None: every bundled spec
         self.pipelines_to_parse = 1000  # the parse case's generated pipelines
+        self.sizes: tuple[int, ...] = (10, 50, 100)  # the scheduling case's pipeline counts
+        self.setups: tuple[str, ...] = ("local", "celery-1", "celery-2")
         self.results: dict[str, Any] = {}
         self.goals: list[dict[str, Any]] = []
 
@@ -314,13 +384,17 @@ class Suite:
         alone = self.work / "pipelines-1"
         alone.mkdir(exist_ok=True)
         (alone / f"{last}.yaml").write_text(template.read_text())
-        task_many = self.measure("parse", ("seconds",), path=str(shard), env={**env, **context})
-        task_one = self.measure(
-            "parse",
-            ("seconds",),
-            path=str(shard),
-            env={"FRESHCAST_PIPELINES_DIR": str(alone), **context},
-        )
+        # About 0.1 s each: the median of at least 5, alternating, so noise does not decide.
+        many_env, one_env = {**env, **context}, {"FRESHCAST_PIPELINES_DIR": str(alone), **context}
+        pairs = [
+            (
+                probe("parse", path=str(shard), env=many_env),
+                probe("parse", path=str(shard), env=one_env),
+            )
+            for _ in range(max(5, self.repeats))
+        ]
+        task_many = {**pairs[-1][0], **median_of([m for m, _ in pairs], "seconds")}
+        task_one = {**pairs[-1][1], **median_of([o for _, o in pairs], "seconds")}
         self.say(
             f"  a task's process (parsing context train_{last}): {task_many['seconds'] * 1000:.0f}"
             f" ms with {count:,} specs, {task_one['seconds'] * 1000:.0f} ms with its spec alone"
@@ -378,100 +452,134 @@ class Suite:
         return out
 
     def orchestration(self) -> None:
+        """The bundled pipeline through a real scheduler, as `make run` runs it (LocalExecutor,
+        SQLite, training pool of 2), against the same steps one after another in one process."""
+        from bench.scheduling import SETUPS, run_setup
+
         self.say(
-            "orchestration: `airflow dags test train_seattle_weather` against the same steps "
-            "in one process"
+            "orchestration: train_seattle_weather through the scheduler (as `make run` runs it) "
+            "against the same steps in one process"
         )
         spec = PROJECT_ROOT / "include" / "pipelines" / "seattle_weather.yaml"
-        epochs = None  # the spec's own: up to 60, early stopping
         runs = []
         for i in range(self.repeats):
-            root = self.work / f"inproc-{i}"
-            inproc = probe("steps_in_process", spec_file=str(spec), root=str(root), epochs=epochs)
-            home = self.work / f"airflow-{i}"
-            dagtest = self._dags_test(home, self.work / f"dagtest-{i}", epochs)
-            runs.append({"in_process": inproc, "dags_test": dagtest})
-        seconds_in = sorted(r["in_process"]["seconds"] for r in runs)[len(runs) // 2]
-        seconds_dt = sorted(r["dags_test"]["seconds"] for r in runs)[len(runs) // 2]
-        last = runs[-1]
+            inproc = probe(
+                "steps_in_process",
+                spec_file=str(spec),
+                root=str(self.work / f"inproc-{i}"),
+                epochs=None,
+            )
+            folder = self.work / f"orchestration-{i}"
+            (folder / "specs").mkdir(parents=True)
+            shutil.copy(spec, folder / "specs" / spec.name)
+            got = {"in_process": inproc}
+            # make run's executor, then Airflow's LocalExecutor as it ships (no preloading).
+            for key, setup in (("scheduler", "local"), ("plain", "local-plain")):
+                got[key] = run_setup(
+                    SETUPS[setup],
+                    1,
+                    folder,
+                    pipelines=folder / "specs",
+                    training_slots=2,
+                    keep_tasks=True,
+                    say=self.say,
+                )
+            got["scheduler"]["storage_mib"] = _storage_mib(
+                folder / "local-n1" / "artifacts" / "seattle_weather"
+            )
+            runs.append(got)
+            self.say(
+                f"  run {i + 1}: in one process {inproc['seconds']:.1f}s, through the scheduler "
+                f"{got['scheduler']['total_s']:.1f}s (trigger to the run's end), with Airflow's "
+                f"plain LocalExecutor {got['plain']['total_s']:.1f}s"
+            )
+        seconds_in = statistics.median(r["in_process"]["seconds"] for r in runs)
+        seconds_sched = statistics.median(r["scheduler"]["total_s"] for r in runs)
+        seconds_plain = statistics.median(r["plain"]["total_s"] for r in runs)
+        # What a task process pays before its step runs, each in a fresh process: the DAG file
+        # (the parsing context names the task's DAG) and the imports the preloading executor
+        # does not pay for it (TensorFlow, in the tasks that fit or load a model).
+        dag_file = _dag_file_of("seattle_weather")
+        parse = self.measure(
+            "parse",
+            ("seconds",),
+            path=str(dag_file),
+            env={"_AIRFLOW_PARSING_CONTEXT_DAG_ID": "train_seattle_weather"},
+        )
+        steps_import = self.measure("imports", ("seconds",), module="freshcast.steps")
+        keras_import = self.measure(
+            "imports", ("seconds",), module="freshcast.models", after="freshcast.steps"
+        )
+        storage = runs[-1]["scheduler"]["storage_mib"]
+        self.say(
+            f"  on disk: a training run {storage['run']:.1f} MiB, a registry version "
+            f"{storage['registry_version']:.1f} MiB, its forecast runs "
+            f"{storage['forecast_runs']:.2f} MiB"
+        )
         out = {
-            "epochs": epochs,
+            "storage_mib": storage,
             "in_process_seconds": seconds_in,
-            "dags_test_seconds": seconds_dt,
-            "ratio": seconds_dt / seconds_in,
+            "scheduler_seconds": seconds_sched,
+            "plain_local_executor_seconds": seconds_plain,
+            "ratio": seconds_sched / seconds_in,
+            "plain_ratio": seconds_plain / seconds_in,
+            "task_parse_seconds": parse["seconds"],
+            "import_seconds": {
+                "freshcast.steps": steps_import["seconds"],
+                "freshcast.models after freshcast.steps": keras_import["seconds"],
+            },
             "runs": runs,
         }
-        self.say(f"  in one process {seconds_in:.1f}s, airflow dags test {seconds_dt:.1f}s")
-        # Import costs, measured in fresh processes: `airflow dags test` runs every task in one
-        # process, so the first task pays for the package and the first model task for Keras.
-        costs = {
-            module: self.measure("imports", ("seconds",), module=module)["seconds"]
-            for module in ("freshcast.steps", "freshcast.models")
+        overheads = {
+            key: sum(t["overhead"] or 0.0 for t in _task_rows(runs[-1][key]["task_records"]))
+            for key in ("scheduler", "plain")
         }
-        out["import_seconds"] = costs
+        out["task_overhead_seconds"] = overheads
         self.say(
-            f"  imports: freshcast.steps {costs['freshcast.steps']:.2f}s (pandas, scikit-learn), "
-            f"freshcast.models {costs['freshcast.models']:.2f}s (TensorFlow, Keras)"
+            f"  task overhead (wall - work) summed over the run's tasks: {overheads['plain']:.1f}s "
+            f"with the plain LocalExecutor, {overheads['scheduler']:.1f}s with make run's"
         )
-        header = f"  {'task':<16}{'wall':>8}{'start-up':>10}{'imports':>9}{'work':>8}"
-        self.say(header + "   (last dags test; start-up = Airflow's part)")
-        rows, steps_paid, keras_paid = {}, False, False
-        for task, t in sorted(last["dags_test"]["tasks"].items(), key=lambda kv: kv[1]["start"]):
-            imports = 0.0
-            if not steps_paid:  # the task body imports freshcast.steps before the step runs
-                imports, steps_paid = costs["freshcast.steps"], True
-            work = t["work"]
-            if work is not None and not keras_paid and task.startswith("train"):
-                keras_paid = True  # the step imports Keras inside its timed body
-                imports += costs["freshcast.models"]
-                work -= costs["freshcast.models"]
-            startup = t["wall"] - imports - (work or 0.0)
-            rows[task] = {"wall": t["wall"], "start_up": startup, "imports": imports, "work": work}
-            shown = f"{work:8.2f}" if work is not None else f"{'-':>8}"
-            self.say(f"  {task:<16}{t['wall']:8.2f}{startup:10.2f}{imports:9.2f}{shown}")
-        out["tasks"] = rows
+        self.say(
+            f"  in one process {seconds_in:.1f}s, through the scheduler {seconds_sched:.1f}s; "
+            f"a task's DAG parse {parse['seconds'] * 1000:.0f} ms, freshcast.steps import "
+            f"{steps_import['seconds']:.2f}s (preloaded by the executor), TensorFlow/Keras "
+            f"{keras_import['seconds']:.2f}s (paid by each model task)"
+        )
+        self.say(
+            f"  {'task':<16}{'sched':>7}{'queued':>8}{'start':>8}{'wall':>8}{'work':>8}"
+            f"{'overhead':>10}   (last run, s: scheduled after upstream, queued, queued to "
+            "running, running; overhead = wall - work)"
+        )
+        rows = _task_rows(runs[-1]["scheduler"]["task_records"])
+        for row in rows:
+            work = "-" if row["work"] is None else f"{row['work']:.2f}"
+            extra = "-" if row["overhead"] is None else f"{row['overhead']:.2f}"
+            self.say(
+                f"  {row['task']:<16}{row['after_upstream']:7.2f}{row['scheduled_to_queued']:8.2f}"
+                f"{row['queued_to_start']:8.2f}{row['wall']:8.2f}{work:>8}{extra:>10}"
+            )
+        totals = {
+            key: sum(r[key] or 0.0 for r in rows)
+            for key in ("after_upstream", "scheduled_to_queued", "queued_to_start", "overhead")
+        }
+        out["tasks"], out["totals"] = rows, totals
+        self.say(
+            "  summed over tasks: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in totals.items())
+        )
         self.results["orchestration"] = out
         self.goal(
             "orchestration",
-            "dags test / in-process seconds",
+            "through the scheduler / in-process seconds",
             out["ratio"],
             "<= 1.3",
             out["ratio"] <= 1.3,
         )
 
-    def _dags_test(self, home: Path, root: Path, epochs: int | None) -> dict[str, Any]:
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "FRESHCAST_ARTIFACT_ROOT": str(root),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        airflow = str(Path(sys.executable).with_name("airflow"))
-        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
-        started = time.perf_counter()
-        done = subprocess.run(
-            [
-                airflow,
-                "dags",
-                "test",
-                "train_seattle_weather",
-                "-c",
-                json.dumps({"epochs": epochs, "force": True}),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        seconds = time.perf_counter() - started
-        if done.returncode != 0:
-            raise RuntimeError(
-                "airflow dags test failed:\n" + done.stdout[-3000:] + done.stderr[-3000:]
-            )
-        times = probe("task_times", home=str(home), dag_id="train_seattle_weather")["tasks"]
-        run_dir = next(iter((root / "seattle_weather" / "runs").iterdir()))
-        return {"seconds": seconds, "tasks": times, "run_dir": str(run_dir)}
+    def scheduling(self) -> None:
+        from bench.scheduling import scheduling
+
+        scheduling(self, sizes=self.sizes, setups=self.setups)
 
     def scale(self) -> None:
         rows = 2_000_000
@@ -637,6 +745,14 @@ def main(argv: list[str] | None = None) -> int:
         default=1000,
         help="how many generated pipelines the parse case parses (default 1000)",
     )
+    parser.add_argument(
+        "--sizes", default="10,50,100", help="the scheduling case's pipeline counts"
+    )
+    parser.add_argument(
+        "--setups",
+        default="local,celery-1,celery-2",
+        help="the scheduling case's setups (local, local-pg, celery-1, celery-2)",
+    )
     args = parser.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
@@ -647,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         pipelines = [p for p in args.pipelines.split(",") if p] or None
         suite = Suite(repeats=args.repeats, work=Path(work), pipelines=pipelines)
         suite.pipelines_to_parse = args.parse_pipelines
+        suite.sizes = tuple(int(n) for n in args.sizes.split(",") if n)
+        suite.setups = tuple(name for name in args.setups.split(",") if name)
         info = machine()
         print(
             f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['memory_gb']} GB; "

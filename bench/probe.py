@@ -414,10 +414,12 @@ def equivalent_dag_file(path: str, out: str) -> dict[str, Any]:
 
 
 @probe
-def imports(module: str) -> dict[str, Any]:
-    """Time to import `module` in a fresh process."""
+def imports(module: str, after: str | None = None) -> dict[str, Any]:
+    """Time to import `module` in a fresh process (that imported `after` first, untimed)."""
     import importlib
 
+    if after:
+        importlib.import_module(after)
     with Timer() as took:
         importlib.import_module(module)
     return {"seconds": took.seconds}
@@ -470,46 +472,6 @@ def accuracy_peers(
     with Timer() as total:
         scored = score_run(run_dir, served=served, max_origins=max_origins, peer_epochs=peer_epochs)
     return {**scored, "seconds": total.seconds}
-
-
-@probe
-def task_times(home: str, dag_id: str) -> dict[str, Any]:
-    """Each task's wall time and the step's own time (its XCom `seconds`) of the one run of
-    `dag_id` in the Airflow home `home`."""
-    os.environ["AIRFLOW_HOME"] = home
-    from airflow.models import TaskInstance
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    out = {}
-    with create_session() as session:
-        for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id):
-            if ti.start_date is None or ti.end_date is None:
-                continue
-            name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
-            xcom = (
-                session.query(XComModel)
-                .filter_by(
-                    dag_id=dag_id,
-                    task_id=ti.task_id,
-                    map_index=ti.map_index,
-                    run_id=ti.run_id,
-                    key="return_value",
-                )
-                .one_or_none()
-            )
-            value = xcom.value if xcom else None
-            if isinstance(value, str):
-                value = json.loads(value)
-            work = value.get("seconds") if isinstance(value, dict) else None
-            out[name] = {
-                "start": ti.start_date.isoformat(),
-                "wall": (ti.end_date - ti.start_date).total_seconds(),
-                "work": work,
-                "state": ti.state,
-                "model": value.get("model") if isinstance(value, dict) else None,
-            }
-    return {"tasks": out}
 
 
 @probe
