@@ -830,23 +830,6 @@ def _goals(suite: Any, rows: list[dict[str, Any]], sizes, setups) -> None:
 # ------------------------------------------------------------------------------ standalone
 
 
-class _Suite:
-    """What `scheduling` needs of bench.__main__.Suite, for running this case alone."""
-
-    def __init__(self, work: Path) -> None:
-        self.work, self.say = work, print
-        self.results: dict[str, Any] = {}
-        self.goals: list[dict[str, Any]] = []
-
-    def goal(self, case: str, what: str, value: float | None, target: str, met: bool | None):
-        self.goals.append(
-            {"case": case, "goal": what, "value": value, "target": target, "met": met}
-        )
-        mark = {True: "met", False: "NOT MET", None: "n/a"}[met]
-        shown = "n/a" if value is None else f"{value:,.3g}"
-        self.say(f"  goal {case}: {what} = {shown} (target {target}): {mark}")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--records"]:  # the fresh process of `_records`
@@ -866,7 +849,9 @@ def main(argv: list[str] | None = None) -> int:
     setups = tuple(s for s in args.setups.split(",") if s)
     work = Path(tempfile.mkdtemp(prefix="freshcast-bench-scheduling-"))
     started = time.monotonic()
-    suite = _Suite(work)
+    from bench.__main__ import Suite  # its goal() and say(); the case ignores repeats
+
+    suite = Suite(repeats=1, work=work)
     try:
         scheduling(suite, sizes=sizes, setups=setups)
     except KeyboardInterrupt:
