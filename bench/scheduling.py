@@ -41,8 +41,9 @@ Figures per N and setup:
                    skews every figure, so a row says how much
 
 LocalExecutor's task processes are forked from a scheduler that imported the steps' libraries
-(plugins/freshcast_executor.py); a Celery task process imports them itself, which shows in its
-overhead.
+(plugins/freshcast_executor.py), and a Celery worker's from a worker that did
+(plugins/freshcast_celery.py); `local-plain` is Airflow's LocalExecutor without that, for the
+orchestration case's comparison. `celery-1:10` in `setups` runs that setup at N=10 only.
 
 Goals: two Celery workers' runs/minute >= 1.6 x one worker's (at the largest N); the median
 per-task overhead at the largest N <= 1.2 x the smallest N's (it does not grow with N).
