@@ -88,15 +88,6 @@ def airflow_setting(section: str, key: str) -> str:
     return probe("setting", section=section, key=key)["value"]
 
 
-def _names(shards: dict[str, Any], path: Path, specs: Path) -> set[str]:
-    """The pipeline names whose DAGs DAG file `path` defines."""
-    from freshcast.spec import shard_of
-
-    total = len(shards)
-    k = int(path.stem.rsplit("_", 1)[1])
-    return {p.stem for p in specs.glob("*.yaml") if shard_of(p.stem, total) == k}
-
-
 def _dag_file_of(pipeline: str) -> Path:
     """The DAG file (dags/pipelines_<k>.py) that defines `pipeline`'s DAGs."""
     from freshcast.spec import shard_of
@@ -379,7 +370,7 @@ class Suite:
         # A task's process: the parsing context names its DAG (the last pipeline's training DAG),
         # against the same parse with only that one spec in the folder.
         last = f"store_{count - 1:04d}"
-        shard = next(p for p in DAGS.glob("pipelines_*.py") if last in _names(shards, p, specs))
+        shard = _dag_file_of(last)
         context = {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": f"train_{last}"}
         alone = self.work / "pipelines-1"
         alone.mkdir(exist_ok=True)
