@@ -1,8 +1,8 @@
 """The accuracy case's peers: what the served model is compared with, on the same test targets.
 
 Test sample `i` of a run predicts target rows `[t0, t0 + horizon)` with `t0 = i + timesteps`
-(`steps.test_targets`, `windowing.split_ranges`); a peer forecasting from origin `t0` reads rows
-before `t0` only. The peers:
+(`steps.run_folder.test_targets`, `windowing.split_ranges`); a peer forecasting from origin
+`t0` reads rows before `t0` only. The peers:
 
     AutoETS, AutoARIMA  statsforecast, fitted once on the rows before the test split (train and
                         validation), then at each origin applied to the rows known there with
@@ -350,17 +350,17 @@ def score_run(
     from freshcast.artifacts import output_path, read_json
 
     run = artifacts.local(run_dir)
-    spec = steps.run_spec(run)
-    frame = steps.load_series(run)
-    windows, layout = steps.load_windows(run)
-    scaler = steps.load_scaler(run)
+    spec = steps.run_folder.run_spec(run)
+    frame = steps.run_folder.load_series(run)
+    windows, layout = steps.run_folder.load_windows(run)
+    scaler = steps.run_folder.load_scaler(run)
     splits = read_json(output_path(run / "split_scale", "splits"))
     board = read_json(output_path(run / "evaluate", "leaderboard"))
     predictions = pd.read_parquet(output_path(run / "evaluate", "predictions"))
 
     series = frame[spec.target].to_numpy(dtype=np.float64)  # [rows], the data's units
     horizon = layout["horizon"]
-    target_rows, actual = steps.test_targets(series, layout)  # [n], [n, horizon]
+    target_rows, actual = steps.run_folder.test_targets(series, layout)  # [n], [n, horizon]
     subset = origin_subset(len(target_rows), max_origins=max_origins, season=spec.season_length)
     origins, actual_scored = target_rows[subset], actual[subset]
     fit_rows = splits["test"]["first_row"]  # train + validation

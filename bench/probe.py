@@ -104,17 +104,17 @@ def prepare_window_run(root: str, rows: int, timesteps: int) -> dict[str, Any]:
 
 @probe
 def window_step(root: str, run: str, batch_size: int = 256) -> dict[str, Any]:
-    """The real window step (steps.window) on a prepared run, then one shuffled pass over every
-    training window in batches, as training reads them; peak memory above the start."""
+    """The real window step (steps.prepare.window) on a prepared run, then one shuffled pass over
+    every training window in batches, as training reads them; peak memory above the start."""
     from freshcast import artifacts, steps
 
     os.environ[artifacts.ARTIFACT_ROOT_ENV] = root
     reset_peak()
     base = rss_mb()
     with Timer() as step:
-        result = steps.window(run)
+        result = steps.prepare.window(run)
     step_peak = peak_rss_mb() - base
-    windows, _ = steps.load_windows(Path(run))
+    windows, _ = steps.run_folder.load_windows(Path(run))
     train = windows["train"]
     with Timer() as gather:
         seen = 0
@@ -435,19 +435,19 @@ def steps_in_process(spec_file: str, root: str, epochs: int) -> dict[str, Any]:
     with Timer() as total:
         from freshcast import steps
 
-        ran = steps.run_all(spec_file, run_id="in_process", cutoff=None, epochs=epochs)
+        ran = steps.in_process.run_all(spec_file, run_id="in_process", cutoff=None, epochs=epochs)
     return {"seconds": total.seconds, "steps": ran["seconds"]}
 
 
 @probe
 def pipeline_run(spec_file: str, root: str, run_id: str) -> dict[str, Any]:
-    """A bundled pipeline's training steps in this process (`steps.run_all`), in a fresh
+    """A bundled pipeline's training steps in this process (`steps.in_process.run_all`), in a fresh
     artifact root: its leaderboard, the gate's decision and the model it serves."""
     os.environ["FRESHCAST_ARTIFACT_ROOT"] = root
     with Timer() as total:
         from freshcast import steps
 
-        ran = steps.run_all(spec_file, run_id=run_id, cutoff=None)
+        ran = steps.in_process.run_all(spec_file, run_id=run_id, cutoff=None)
     decided = ran["decided"]
     promoted = bool(ran["promoted"]) and decided["promote"]
     return {

@@ -124,7 +124,7 @@ def _default_args(spec: PipelineSpec) -> dict[str, Any]:
 def _check_conf(steps: Any, context: Any) -> None:
     """Refuse a run whose conf has keys the DAG's Params do not declare (first task)."""
     with _fail_at_once():
-        steps.check_conf(
+        steps.run_folder.check_conf(
             context["dag_run"].conf,
             known=context["dag"].params.keys(),
             dag_id=context["dag"].dag_id,
@@ -295,7 +295,9 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             context = get_current_context()
             _check_conf(steps, context)
             with _fail_at_once():
-                result = steps.ingest(spec_file, run_id=context["run_id"], cutoff=_cutoff(context))
+                result = steps.prepare.ingest(
+                    spec_file, run_id=context["run_id"], cutoff=_cutoff(context)
+                )
             context["outlet_events"][dataset].extra = {
                 k: result[k] for k in ("run_dir", "rows", "data_sha256")
             }
@@ -307,7 +309,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
             context = get_current_context()
             forced_by = _forced_by(context)
-            result = steps.data_changed(
+            result = steps.serving.data_changed(
                 ingested["run_dir"],
                 force=forced_by is not None,
                 forced_by=forced_by or "",
@@ -323,21 +325,21 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.validate(ingested["run_dir"])
+                return steps.prepare.validate(ingested["run_dir"])
 
         @task
         def split_scale(validated: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.split_scale(validated["run_dir"])
+                return steps.prepare.split_scale(validated["run_dir"])
 
         @task
         def window(scaled: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.window(scaled["run_dir"])
+                return steps.prepare.window(scaled["run_dir"])
 
         @_training_task(spec, "{{ task.op_kwargs['member'] }}")
         def train(windowed: dict[str, Any], member: str) -> dict[str, Any]:
@@ -349,14 +351,14 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             if model not in params["models"]:
                 raise AirflowSkipException(f"{model} is not in this run's conf 'models'")
             with _fail_at_once():
-                return steps.train(windowed["run_dir"], member, epochs=params["epochs"])
+                return steps.training.train(windowed["run_dir"], member, epochs=params["epochs"])
 
         @task
         def plan_trials(windowed: dict[str, Any]) -> dict[str, Any]:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.plan_trials(windowed["run_dir"])
+                return steps.training.plan_trials(windowed["run_dir"])
 
         @_training_task(spec, "{{ task.op_kwargs['name'] }}")
         def trial(planned: dict[str, Any], name: str) -> dict[str, Any]:
@@ -370,7 +372,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
                     f"{spec.trials[name]} is not in this run's conf 'models'"
                 )
             with _fail_at_once():
-                return steps.trial(planned["run_dir"], name, epochs=params["epochs"])
+                return steps.training.trial(planned["run_dir"], name, epochs=params["epochs"])
 
         # Runs when some trials failed: their configurations are left out of the choice.
         @task(trigger_rule="all_done")
@@ -378,14 +380,14 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.select(planned["run_dir"])
+                return steps.training.select(planned["run_dir"])
 
         @task(trigger_rule="none_failed_min_one_success", execution_timeout=timedelta(minutes=30))
         def evaluate(windowed: dict[str, Any], trained: list[dict[str, Any]]) -> dict[str, Any]:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.evaluate(windowed["run_dir"], trained)
+                return steps.scoring.evaluate(windowed["run_dir"], trained)
 
         @_training_task(spec, "fold {{ task.op_kwargs['fold'] }}")
         def backtest(windowed: dict[str, Any], fold: int) -> dict[str, Any]:
@@ -394,7 +396,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
             params = get_current_context()["params"]
             with _fail_at_once():
-                return steps.backtest(
+                return steps.scoring.backtest(
                     windowed["run_dir"], fold, epochs=params["epochs"], models=params["models"]
                 )
 
@@ -404,7 +406,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
             context = get_current_context()
             with _fail_at_once():  # e.g. a candidate that predicts non-finite values
-                return steps.gate(
+                return steps.serving.gate(
                     evaluated["run_dir"],
                     run_id=context["run_id"],
                     trigger=TRIGGERS.get(_run_type(context), _run_type(context)),
@@ -417,7 +419,7 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
 
             context = get_current_context()
             with _fail_at_once():  # a bundle that fails its check stays failed
-                result = steps.promote(decided["run_dir"], run_id=context["run_id"])
+                result = steps.serving.promote(decided["run_dir"], run_id=context["run_id"])
             if result["version"] is None:  # the champion moved since the gate: no event
                 raise AirflowSkipException(result["refused"])
             context["outlet_events"][champion].extra = _champion_extra(result, context["run_id"])
@@ -428,7 +430,9 @@ def build_training_dag(spec: PipelineSpec) -> DAG:
             steps = _steps()
 
             with _fail_at_once():
-                return steps.report(decided["run_dir"], run_id=get_current_context()["run_id"])
+                return steps.reporting.report(
+                    decided["run_dir"], run_id=get_current_context()["run_id"]
+                )
 
         ingested = ingest()
         validated = validate(ingested)
@@ -489,10 +493,10 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
             _check_conf(steps, context)
             try:
                 with _fail_at_once():
-                    result = steps.forecast(
+                    result = steps.forecasting.forecast(
                         spec_file, run_id=context["run_id"], cutoff=_cutoff(context)
                     )
-            except steps.NoChampionError as err:
+            except steps.forecasting.NoChampionError as err:
                 raise AirflowSkipException(str(err)) from err
             times = list(result["forecast"])
             context["outlet_events"][published].extra = {
@@ -510,7 +514,7 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
             steps = _steps()
 
             with _fail_at_once():
-                return steps.score_forecasts(
+                return steps.forecasting.score_forecasts(
                     made["forecast_dir"],
                     run_id=get_current_context()["run_id"],
                     spec_file=spec_file,
@@ -526,7 +530,9 @@ Artifacts: `$FRESHCAST_ARTIFACT_ROOT/{spec.name}/forecasts/` (`history.parquet`,
                 steps = _steps()
 
                 context = get_current_context()
-                result = steps.signal_drift(spec_file, scored["drift"], run_id=context["run_id"])
+                result = steps.forecasting.signal_drift(
+                    spec_file, scored["drift"], run_id=context["run_id"]
+                )
                 if not result["signal"]:
                     raise AirflowSkipException(result["reason"])
                 keys = ("version", "live_mae", "test_mae", "ratio", "steps", "actuals_end")
@@ -575,7 +581,7 @@ champion pointer moves; the change is recorded in the registry history and trigg
             _check_conf(steps, context)
             params = context["params"]
             with _fail_at_once():
-                result = steps.rollback(
+                result = steps.serving.rollback(
                     spec_file, params["version"], run_id=context["run_id"], reason=params["reason"]
                 )
             context["outlet_events"][champion].extra = _champion_extra(result, context["run_id"])

@@ -24,6 +24,9 @@ METRICS = ("mae", "rmse", "mape", "smape", "mase")
 # flatters the naive forecast it is measured against, the seasonal scale does not.
 EXTRA_METRICS = ("mase_seasonal",)
 KINDS = ("model", "ensemble", "seed", "baseline")
+# Entries that have to beat the baselines, the gate's candidates: a seed is a part of its
+# ensemble, not an entry.
+CANDIDATE_KINDS = ("model", "ensemble")
 # Leaderboard columns from a score's "per_step": column -> the metric listed per step.
 STEP_COLUMNS = {"mae_by_step": "mae", "rmse_by_step": "rmse"}
 # Entry fields a leaderboard row carries through when present (seeds, ensembles, tuning, ridge).
@@ -483,6 +486,23 @@ def ridge_forecast(
 def level_key(level: float) -> str:
     """A nominal coverage as the key of its interval figures: 0.8 -> "80", 0.975 -> "97.5"."""
     return f"{level * 100:.10g}"
+
+
+def interval_columns(
+    forecast: np.ndarray, intervals: Mapping[str, Any] | None, levels: Iterable[float], key: str
+) -> dict[str, np.ndarray]:
+    """`lower_<level>` and `upper_<level>` columns, flattened like `forecast` [n, horizon]:
+    the forecast -+ each level's radius per step (`intervals[level][key]`); NaN without one."""
+    out = {}
+    for level in levels:
+        entry = (intervals or {}).get(level_key(level))
+        radius = np.array(
+            [np.nan if r is None else r for r in (entry or {}).get(key, [np.nan])], np.float64
+        )  # [horizon] (or [1] of NaN)
+        pred = np.asarray(forecast, np.float64).reshape(-1, radius.size if entry else 1)
+        out[f"lower_{level_key(level)}"] = (pred - radius).ravel()
+        out[f"upper_{level_key(level)}"] = (pred + radius).ravel()
+    return out
 
 
 def conformal_radius(residuals: np.ndarray, level: float) -> np.ndarray:

@@ -33,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from freshcast import display
 from freshcast.artifacts import atomic_path, write_bytes, write_json
+from freshcast.evaluation import CANDIDATE_KINDS
 from freshcast.forecasts import interval_keys
 
 PREDICTION_COLUMNS = ("time", "step", "name", "actual", "prediction")
@@ -53,8 +54,6 @@ STEP_METRICS = ("mae", "rmse")  # the errors listed per forecast step
 # Keys a leaderboard row may carry beside its figures: an ensemble's members and spread, a
 # seed's ensemble and seed, ridge's alpha, a tuned model's trial.
 ROW_KEYS = ("members", "spread", "of", "seed", "alpha", "trial")
-# Entries that have to beat the baselines; a seed is a part of its ensemble, not an entry.
-CANDIDATE_KINDS = ("model", "ensemble")
 REFERENCE = "persistence"  # the baseline the skill score is measured against
 OVER_TIME_ROWS = 30  # newest forecast runs listed; summary.json holds them all
 PAGE_END = "</body>\n</html>\n"

@@ -81,7 +81,7 @@ def test_rolling_forecasts_are_finite_when_the_future_is_unknown():
 
 def test_test_windows_end_just_before_their_origin():
     # The Keras peers read windows["test"].x[subset]: sample i's inputs must be rows [t0 - T, t0)
-    # for t0 = i + T, the target rows that steps.test_targets names.
+    # for t0 = i + T, the target rows that steps.run_folder.test_targets names.
     rows, timesteps = 100, 8
     scaled = np.arange(rows, dtype=np.float32)[:, None]  # [rows, 1]: each value is its row
     ranges = split_ranges((60, 20, 20), timesteps=timesteps, horizon=HORIZON)
@@ -89,7 +89,7 @@ def test_test_windows_end_just_before_their_origin():
     test = make_windows(scaled, timesteps=timesteps, horizon=HORIZON, inputs=1, target=0)[
         start:stop
     ]
-    origins = np.arange(start, stop) + timesteps  # steps.test_targets' target rows
+    origins = np.arange(start, stop) + timesteps  # steps.run_folder.test_targets' target rows
     subset = origin_subset(len(test), max_origins=5, season=1)
     x = test.x[subset]  # [m, T, 1]
     np.testing.assert_array_equal(x[:, -1, 0], origins[subset] - 1)

@@ -33,12 +33,12 @@ def served(tmp_path_factory):
         spec_file, landing = serving_spec(tmp, mp, unit="kW")
         mp.setenv("FRESHCAST_PIPELINES_DIR", str(spec_file.parent))
         first = train_run(spec_file, "run1")
-        made = steps.forecast(spec_file, run_id="f1", cutoff=None)
-        steps.score_forecasts(made["forecast_dir"], run_id="f1")
+        made = steps.forecasting.forecast(spec_file, run_id="f1", cutoff=None)
+        steps.forecasting.score_forecasts(made["forecast_dir"], run_id="f1")
         add_partition(landing, "part-001.csv", slice(200, 240))
         second = train_run(spec_file, "run2")
-        made = steps.forecast(spec_file, run_id="f2", cutoff=None)
-        steps.score_forecasts(made["forecast_dir"], run_id="f2")
+        made = steps.forecasting.forecast(spec_file, run_id="f2", cutoff=None)
+        steps.forecasting.score_forecasts(made["forecast_dir"], run_id="f2")
         spec = pages.pipeline("tiny")
         airflow = {
             "train_runs": airflow_runs("run2", "run1"),
@@ -192,8 +192,8 @@ def test_the_pages_read_an_s3_store_as_they_read_a_folder(tmp_path, monkeypatch,
     monkeypatch.setenv(artifacts.ARTIFACT_ROOT_ENV, s3_root)
     monkeypatch.setenv(artifacts.CACHE_DIR_ENV, str(tmp_path / "worker"))
     train_run(spec_file, "run1")
-    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
-    steps.score_forecasts(made["forecast_dir"], run_id="f1")
+    made = steps.forecasting.forecast(spec_file, run_id="f1", cutoff=None)
+    steps.forecasting.score_forecasts(made["forecast_dir"], run_id="f1")
 
     monkeypatch.setenv(artifacts.CACHE_DIR_ENV, str(tmp_path / "api-server"))  # nothing local
     spec = pages.pipeline("tiny")

@@ -40,7 +40,7 @@ def meta(run_id: str) -> dict:
 
 
 def promote(registry: Registry, tmp_path: Path, run_id: str, verify=None) -> int:
-    """The same order as steps.promote: add, verify, move the pointer."""
+    """The same order as steps.serving.promote: add, verify, move the pointer."""
     with registry.lock():
         version = registry.add_version(
             bundle_files(tmp_path / run_id, run_id), meta=meta(run_id), run_id=run_id

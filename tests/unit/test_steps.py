@@ -22,8 +22,8 @@ def outputs(run, step):
 
 
 def prepare(spec_file, run_id="manual__1"):
-    run = steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
-    for step in (steps.validate, steps.split_scale, steps.window):
+    run = steps.prepare.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
+    for step in (steps.prepare.validate, steps.prepare.split_scale, steps.prepare.window):
         step(run)
     return Path(run)
 
@@ -46,14 +46,16 @@ def test_rerunning_the_data_steps_gives_the_same_files(spec_file):
 def test_cutoff_keeps_only_rows_known_at_the_run(spec_file):
     from datetime import UTC, datetime
 
-    result = steps.ingest(spec_file, run_id="scheduled__1", cutoff=datetime(2024, 3, 1, tzinfo=UTC))
+    result = steps.prepare.ingest(
+        spec_file, run_id="scheduled__1", cutoff=datetime(2024, 3, 1, tzinfo=UTC)
+    )
     assert result["rows"] == 31 + 29 + 1  # January, leap-year February, 1 March
 
 
 def test_later_steps_use_the_spec_as_the_run_saw_it(spec_file):
     run = prepare(spec_file)
     spec_file.write_text(spec_file.read_text().replace("window: 7", "window: 3"))
-    steps.window(run)  # rerun after the spec file changed
+    steps.prepare.window(run)  # rerun after the spec file changed
     layout = json.loads((run / "window" / "layout.json").read_text())
     assert layout["timesteps"] == 7
 
@@ -73,20 +75,20 @@ def test_a_downstream_step_refuses_a_changed_input(spec_file):
     array = np.load(scaled)
     array[0, 0] += 1
     np.save(scaled, array)
-    steps.window(run)  # the layout reads only the array's shape, not its values ...
+    steps.prepare.window(run)  # the layout reads only the array's shape, not its values ...
     with pytest.raises(artifacts.ArtifactError, match="changed after it was written"):
-        steps.train(run, "lstm")  # ... the step that reads the values refuses them
+        steps.training.train(run, "lstm")  # ... the step that reads the values refuses them
 
 
 @pytest.mark.slow
 def test_training_twice_gives_the_same_model(spec_file):
     run = prepare(spec_file)
-    first = steps.train(run, "lstm", epochs=2)
+    first = steps.training.train(run, "lstm", epochs=2)
     history = (run / "train" / "lstm" / "history.json").read_text()
     from freshcast.models import load_model
 
     weights = load_model(Path(first["path"]), sha256=first["sha256"]).get_weights()
-    second = steps.train(run, "lstm", epochs=2)
+    second = steps.training.train(run, "lstm", epochs=2)
     assert (run / "train" / "lstm" / "history.json").read_text() == history
     again = load_model(Path(second["path"]), sha256=second["sha256"]).get_weights()
     for a, b in zip(weights, again, strict=True):
@@ -192,7 +194,7 @@ def test_a_lost_pointer_or_a_damaged_champion_heals_or_says_what_to_do(tmp_path,
 
     # A lost champion.json: forecasting rebuilds it from the history instead of skipping.
     (registry.dir / "champion.json").unlink()
-    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    made = steps.forecasting.forecast(spec_file, run_id="f1", cutoff=None)
     assert made["version"] == 1 and "rebuilt it from event #1: v1" in made["registry"][0]
     # ... and the gate compares with v1, never with "no champion yet".
     (registry.dir / "champion.json").unlink()
@@ -208,7 +210,7 @@ def test_a_lost_pointer_or_a_damaged_champion_heals_or_says_what_to_do(tmp_path,
     model.write_bytes(bytes(data))
     for run_id in ("f2", "f3"):
         with pytest.raises(RegistryError, match=r'conf \{"force": true\}') as err:
-            steps.forecast(spec_file, run_id=run_id, cutoff=None)
+            steps.forecasting.forecast(spec_file, run_id=run_id, cutoff=None)
         assert isinstance(err.value, BadInputError)  # the DAG fails it at once, no retries
     assert [e["kind"] for e in registry.history()].count("damaged") == 1
 
@@ -216,7 +218,7 @@ def test_a_lost_pointer_or_a_damaged_champion_heals_or_says_what_to_do(tmp_path,
     decided = train_run(spec_file, "run3", force=True)
     assert decided["champion"] is None and decided["promoted"]["version"] == 2
     assert any("fails its check" in r for r in decided["reasons"])
-    assert steps.forecast(spec_file, run_id="f4", cutoff=None)["version"] == 2
+    assert steps.forecasting.forecast(spec_file, run_id="f4", cutoff=None)["version"] == 2
 
 
 @pytest.mark.slow
@@ -226,13 +228,13 @@ def test_a_broken_candidate_fails_the_run_and_keeps_the_champion(tmp_path, monke
     spec_file, landing = serving_spec(tmp_path, monkeypatch)
     train_run(spec_file, "run1")
     add_partition(landing, "part-001.csv", slice(200, 240))
-    run = steps.ingest(spec_file, run_id="run2", cutoff=None)["run_dir"]
-    for step in (steps.validate, steps.split_scale, steps.window):
+    run = steps.prepare.ingest(spec_file, run_id="run2", cutoff=None)["run_dir"]
+    for step in (steps.prepare.validate, steps.prepare.split_scale, steps.prepare.window):
         step(run)
-    trained = [steps.train(run, "gru")]
+    trained = [steps.training.train(run, "gru")]
     (Path(trained[0]["path"])).write_bytes(b"not a keras file")
     with pytest.raises(artifacts.ArtifactError, match="changed after it was written"):
-        steps.evaluate(run, trained)
+        steps.scoring.evaluate(run, trained)
     assert Registry("tiny").champion()["version"] == 1
 
 
@@ -243,11 +245,11 @@ def test_forecasts_are_published_and_scored_once_actuals_arrive(tmp_path, monkey
     from freshcast.forecasts import read_history
 
     spec_file, landing = serving_spec(tmp_path, monkeypatch)
-    with pytest.raises(steps.NoChampionError, match="no champion yet"):
-        steps.forecast(spec_file, run_id="f0", cutoff=None)
+    with pytest.raises(steps.forecasting.NoChampionError, match="no champion yet"):
+        steps.forecasting.forecast(spec_file, run_id="f0", cutoff=None)
     train_run(spec_file, "run1")
 
-    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    made = steps.forecasting.forecast(spec_file, run_id="f1", cutoff=None)
     assert made["version"] == 1 and made["origin"].startswith("2024-07-18")  # row 200
     folder = Path(made["forecast_dir"])
     csv = pd.read_csv(folder / "forecast.csv")
@@ -256,12 +258,12 @@ def test_forecasts_are_published_and_scored_once_actuals_arrive(tmp_path, monkey
     parquet = pd.read_parquet(folder / "forecast.parquet")
     np.testing.assert_allclose(parquet["forecast"].to_numpy(), csv["forecast"].to_numpy())
     assert (folder / "forecast.png").read_bytes()[:4] == b"\x89PNG"
-    first = steps.score_forecasts(folder, run_id="f1")
+    first = steps.forecasting.score_forecasts(folder, run_id="f1")
     assert first["scored_steps"] == 0  # the future has not happened yet
 
     add_partition(landing, "part-001.csv", slice(200, 205))  # the actuals arrive
-    later = steps.forecast(spec_file, run_id="f2", cutoff=None)
-    scored = steps.score_forecasts(later["forecast_dir"], run_id="f2")
+    later = steps.forecasting.forecast(spec_file, run_id="f2", cutoff=None)
+    scored = steps.forecasting.score_forecasts(later["forecast_dir"], run_id="f2")
     assert scored["scored_steps"] == 2
     assert [v["model_version"] for v in scored["by_version"]] == [1]
     history = read_history(folder.parents[2] / "history.parquet")
@@ -280,9 +282,9 @@ def test_forecast_refuses_data_that_no_longer_fits_the_champion(tmp_path, monkey
     spec_file, _ = serving_spec(tmp_path, monkeypatch)
     train_run(spec_file, "run1")
     meta = Registry("tiny").bundle(1)
-    run = Path(steps.ingest(spec_file, run_id="x", cutoff=None)["run_dir"])
-    steps.validate(run)
-    frame = steps.load_series(run)
+    run = Path(steps.prepare.ingest(spec_file, run_id="x", cutoff=None)["run_dir"])
+    steps.prepare.validate(run)
+    frame = steps.run_folder.load_series(run)
     check_schema(meta, frame, frequency="D")
     with pytest.raises(SchemaError, match=r"lacks column\(s\) \['temp'\]"):
         check_schema(meta, frame.drop(columns="temp"), frequency="D")
@@ -293,14 +295,14 @@ def test_forecast_refuses_data_that_no_longer_fits_the_champion(tmp_path, monkey
 def test_runs_outside_a_replay_skip_while_it_is_on(spec_file):
     from freshcast.registry import Registry
 
-    run = steps.ingest(spec_file, run_id="scheduled__1", cutoff=None)["run_dir"]
+    run = steps.prepare.ingest(spec_file, run_id="scheduled__1", cutoff=None)["run_dir"]
     registry = Registry("tiny")
     registry.start_replay(start="2024-03-01", end="2024-06-01")
-    outside = steps.data_changed(run)
+    outside = steps.serving.data_changed(run)
     assert outside["changed"] is False and "a replay of tiny is in progress" in outside["reason"]
-    assert steps.data_changed(run, replay=True)["changed"] is True
+    assert steps.serving.data_changed(run, replay=True)["changed"] is True
     registry.end_replay()
-    assert steps.data_changed(run)["changed"] is True
+    assert steps.serving.data_changed(run)["changed"] is True
 
 
 @pytest.mark.slow
@@ -320,17 +322,23 @@ def test_every_step_on_its_own_worker_through_an_s3_store(tmp_path, monkeypatch,
 
         return run
 
-    for name in ("ingest", "data_changed", "validate", "split_scale", "window", "train"):
-        monkeypatch.setattr(steps, name, on_a_new_worker(getattr(steps, name)))
-    for name in ("evaluate", "gate", "promote", "report", "forecast", "score_forecasts"):
-        monkeypatch.setattr(steps, name, on_a_new_worker(getattr(steps, name)))
+    for module, names in (
+        (steps.prepare, ("ingest", "validate", "split_scale", "window")),
+        (steps.training, ("train",)),
+        (steps.scoring, ("evaluate",)),
+        (steps.serving, ("data_changed", "gate", "promote")),
+        (steps.reporting, ("report",)),
+        (steps.forecasting, ("forecast", "score_forecasts")),
+    ):
+        for name in names:
+            monkeypatch.setattr(module, name, on_a_new_worker(getattr(module, name)))
 
     from freshcast.registry import verify_in_fresh_process
 
     decided = train_run(spec_file, "run1", verify=verify_in_fresh_process)  # the real child
     assert decided["promote"] and decided["promoted"]["version"] == 1
-    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
-    scored = steps.score_forecasts(made["forecast_dir"], run_id="f1")
+    made = steps.forecasting.forecast(spec_file, run_id="f1", cutoff=None)
+    scored = steps.forecasting.score_forecasts(made["forecast_dir"], run_id="f1")
     assert made["version"] == 1 and scored["scored_steps"] == 0
     assert train_run(spec_file, "run2")["changed"] is False  # the fingerprint is in the store
 
@@ -340,7 +348,7 @@ def test_every_step_on_its_own_worker_through_an_s3_store(tmp_path, monkeypatch,
         for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
         for o in page.get("Contents", [])
     }
-    model = steps.run_spec(artifacts.local(decided["run_dir"])).model_names[0]
+    model = steps.run_folder.run_spec(artifacts.local(decided["run_dir"])).model_names[0]
     for step in ("ingest", "validate", "split_scale", "window", f"train/{model}", "evaluate"):
         assert f"tiny/runs/run1/{step}/manifest.json" in keys
     assert {"tiny/runs/run1/gate/manifest.json", "tiny/runs/run1/report/manifest.json"} <= keys
@@ -355,16 +363,20 @@ def test_every_step_on_its_own_worker_through_an_s3_store(tmp_path, monkeypatch,
 def test_unknown_conf_keys_are_refused_with_the_known_ones():
     from freshcast.errors import BadInputError
 
-    steps.check_conf({"epochs": 2, "force": True}, known=["epochs", "models", "force"], dag_id="d")
-    steps.check_conf(None, known=[], dag_id="forecast_x")
+    steps.run_folder.check_conf(
+        {"epochs": 2, "force": True}, known=["epochs", "models", "force"], dag_id="d"
+    )
+    steps.run_folder.check_conf(None, known=[], dag_id="forecast_x")
     with pytest.raises(BadInputError) as err:
-        steps.check_conf({"epoch": 2}, known=["epochs", "models", "force"], dag_id="train_x")
+        steps.run_folder.check_conf(
+            {"epoch": 2}, known=["epochs", "models", "force"], dag_id="train_x"
+        )
     assert str(err.value).startswith(
         "train_x: unknown conf key(s) 'epoch' (did you mean 'epochs'?); it takes epochs, force, "
         "models."
     )
     with pytest.raises(BadInputError, match="it takes no conf at all"):
-        steps.check_conf({"x": 1}, known=[], dag_id="forecast_x")
+        steps.run_folder.check_conf({"x": 1}, known=[], dag_id="forecast_x")
 
 
 @pytest.mark.slow
@@ -384,7 +396,11 @@ def test_a_training_task_killed_outright_resumes_from_its_backup(tmp_path, monke
     run = prepare(spec_file)
     epochs = run / "train_work" / "gru" / "epochs.csv"
     task = subprocess.Popen(
-        [sys.executable, "-c", f"from freshcast import steps; steps.train({str(run)!r}, 'gru')"],
+        [
+            sys.executable,
+            "-c",
+            f"from freshcast import steps; steps.training.train({str(run)!r}, 'gru')",
+        ],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     try:
@@ -402,7 +418,7 @@ def test_a_training_task_killed_outright_resumes_from_its_backup(tmp_path, monke
     done_before = len(epochs.read_text().splitlines()) - 1
     assert 3 <= done_before < 400 and not (run / "train" / "gru" / "manifest.json").exists()
 
-    resumed = steps.train(run, "gru", epochs=done_before + 2)  # the retry, two epochs more
+    resumed = steps.training.train(run, "gru", epochs=done_before + 2)  # the retry, two epochs more
     history = json.loads(Path(resumed["path"]).with_name("history.json").read_text())
     assert history["epoch"] == list(range(done_before + 2))  # no epoch trained twice or lost
     assert (run / "train" / "gru" / "manifest.json").exists()
@@ -499,10 +515,10 @@ def test_a_search_scores_trials_on_validation_only_and_trains_the_winner(tmp_pat
     fields["models"] = [{**LEARNING_MODELS_FOR_TESTS[-1], "name": "gru", "tune": search}]
     spec_file.write_text(yaml.safe_dump(fields, sort_keys=False))
     run_id = "run1"
-    run = Path(steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"])
-    for step in (steps.validate, steps.split_scale, steps.window):
+    run = Path(steps.prepare.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"])
+    for step in (steps.prepare.validate, steps.prepare.split_scale, steps.prepare.window):
         step(run)
-    steps.plan_trials(run)
+    steps.training.plan_trials(run)
 
     # The trials never read the test split: with its rows replaced by NaN they still score.
     real_load = np.load
@@ -519,26 +535,26 @@ def test_a_search_scores_trials_on_validation_only_and_trains_the_winner(tmp_pat
             array[test_start:] = np.nan
         return array
 
-    monkeypatch.setattr(steps.np, "load", without_test)
-    results = [steps.trial(run, name) for name in ("gru-t1", "gru-t2", "gru-t3")]
+    monkeypatch.setattr(np, "load", without_test)
+    results = [steps.training.trial(run, name) for name in ("gru-t1", "gru-t2", "gru-t3")]
     assert all(np.isfinite(r["val_mae"]) for r in results)
-    sweep = steps.trial(run, "gru-lr")
-    monkeypatch.setattr(steps.np, "load", real_load)
+    sweep = steps.training.trial(run, "gru-lr")
+    monkeypatch.setattr(np, "load", real_load)
 
-    chosen = steps.select(run)["chosen"]["gru"]
+    chosen = steps.training.select(run)["chosen"]["gru"]
     best = min(results, key=lambda r: r["val_mae"])
     assert chosen["trial"] == best["trial"] and chosen["val_mae"] == best["val_mae"]
     planned = json.loads((run / "plan" / "trials.json").read_text())
-    trained = steps.train(run, "gru")
+    trained = steps.training.train(run, "gru")
     manifest = json.loads((run / "train" / "gru" / "manifest.json").read_text())
     for field, value in planned[chosen["trial"]]["params"].items():
         got = manifest["params"]["model"][field]
         assert (got[0] if field == "units" else got) == pytest.approx(value), field
     assert manifest["params"]["timesteps"] == planned[chosen["trial"]]["params"]["window"]
     assert 1e-4 <= sweep["suggested"] <= 1.0
-    steps.evaluate(run, [trained])
-    steps.gate(run, run_id=run_id)
-    html = Path(steps.report(run, run_id=run_id)["html"]).read_text()
+    steps.scoring.evaluate(run, [trained])
+    steps.serving.gate(run, run_id=run_id)
+    html = Path(steps.reporting.report(run, run_id=run_id)["html"]).read_text()
     assert "gru-t1" in html and "validation" in html
 
 
@@ -559,10 +575,10 @@ def test_intervals_are_calibrated_on_validation_served_and_published(tmp_path, m
     gru = metrics["scores"]["gru"]["intervals"]
     # The radii are the conformal quantiles of the validation windows' residuals: the model's
     # own forecasts of the validation split, nothing of the test split.
-    scaler, spec = steps.load_scaler(run), steps.run_spec(run)
-    windows, layout = steps.load_windows(run)
-    series = steps.load_series(run)[spec.target].to_numpy(np.float64)
-    _, val_actual = steps.split_targets(series, layout, "val")
+    scaler, spec = steps.run_folder.load_scaler(run), steps.run_folder.run_spec(run)
+    windows, layout = steps.run_folder.load_windows(run)
+    series = steps.run_folder.load_series(run)[spec.target].to_numpy(np.float64)
+    _, val_actual = steps.run_folder.split_targets(series, layout, "val")
     entry = json.loads((run / "train" / "gru" / "manifest.json").read_text())["outputs"]["model"]
     model = load_model(run / "train" / "gru" / entry["path"], sha256=entry["sha256"])
     val_pred = scaler.inverse(predict(model, windows["val"], batch_size=64), column="load")
@@ -587,7 +603,7 @@ def test_intervals_are_calibrated_on_validation_served_and_published(tmp_path, m
     served = Registry("tiny").meta(1)["intervals"]
     assert served["95"]["radius_by_step"] == gru["95"]["served_radius_by_step"]
     assert served["95"]["test_coverage"] == gru["95"]["coverage"]
-    made = steps.forecast(spec_file, run_id="f1", cutoff=None)
+    made = steps.forecasting.forecast(spec_file, run_id="f1", cutoff=None)
     assert made["intervals"] == ["80", "95"]
     csv = pd.read_csv(Path(made["forecast_dir"]) / "forecast.csv")
     for key in ("80", "95"):
@@ -598,8 +614,10 @@ def test_intervals_are_calibrated_on_validation_served_and_published(tmp_path, m
             csv["forecast"] - csv[f"lower_{key}"], served[key]["radius_by_step"], rtol=1e-6
         )
     add_partition(landing, "part-001.csv", slice(200, 205))
-    later = steps.forecast(spec_file, run_id="f2", cutoff=None)
-    scored = steps.score_forecasts(later["forecast_dir"], run_id="f2", spec_file=spec_file)
+    later = steps.forecasting.forecast(spec_file, run_id="f2", cutoff=None)
+    scored = steps.forecasting.score_forecasts(
+        later["forecast_dir"], run_id="f2", spec_file=spec_file
+    )
     by_version = pd.read_csv(Path(scored["html"]).parent / "accuracy_by_version.csv")
     assert 0 <= by_version["coverage_95"].iloc[0] <= 1
     assert scored["drift"]["steps"] == 2 and scored["drift"]["drift"] is False  # min_steps 10
@@ -617,20 +635,20 @@ def test_backtest_folds_refit_before_each_block_and_the_gate_decides_on_their_me
     splits = json.loads((run / "split_scale" / "splits.json").read_text())
     first = splits["test"]["first_row"]
     assert splits["test"]["rows"] == 40
-    frame = steps.load_series(run)
+    frame = steps.run_folder.load_series(run)
     for fold, (start, stop) in enumerate(((first, first + 20), (first + 20, first + 40)), 1):
         sub = run / "backtest" / f"fold{fold}"
         sub_splits = json.loads((sub / "split_scale" / "splits.json").read_text())
         # The fold knows the rows before its block and scores the block; its scaler is fit on
         # its own training rows (expanding window), not on anything later.
-        assert len(steps.load_series(sub)) == stop
+        assert len(steps.run_folder.load_series(sub)) == stop
         assert sub_splits["test"]["first_row"] == start and sub_splits["test"]["rows"] == 20
         assert sub_splits["val"]["rows"] == splits["val"]["rows"]
         train_rows = sub_splits["train"]["rows"]
         assert train_rows == start - splits["val"]["rows"]
-        expected = fit_scaler("minmax", frame[steps.run_spec(sub).columns].to_numpy()[:train_rows],
-                              steps.run_spec(sub).columns)  # fmt: skip
-        assert steps.load_scaler(sub).to_json() == expected.to_json()
+        columns = steps.run_folder.run_spec(sub).columns
+        expected = fit_scaler("minmax", frame[columns].to_numpy()[:train_rows], columns)
+        assert steps.run_folder.load_scaler(sub).to_json() == expected.to_json()
         assert (sub / "train" / "gru" / "model.keras").exists()
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
     assert [f["fold"] for f in metrics["backtest"]["folds"]] == [1, 2]
@@ -670,13 +688,17 @@ def test_a_drift_is_signalled_once_per_champion_and_latest_actual(tmp_path, monk
     drift = {"drift": True, "version": 1, "live_mae": 9.0, "test_mae": 1.0, "ratio": 9.0,
              "threshold": 1.5, "steps": 12, "actuals_end": "2024-08-01T00:00:00+00:00",
              "reason": "v1's live MAE ... exceeds the drift ratio 1.5"}  # fmt: skip
-    first = steps.signal_drift(spec_file, drift, run_id="f1")
+    first = steps.forecasting.signal_drift(spec_file, drift, run_id="f1")
     assert first["signal"] is True
-    again = steps.signal_drift(spec_file, drift, run_id="f2")  # no newer actual: no new signal
+    again = steps.forecasting.signal_drift(
+        spec_file, drift, run_id="f2"
+    )  # no newer actual: no new signal
     assert again["signal"] is False and "no newer actual since" in again["reason"]
     newer = {**drift, "actuals_end": "2024-08-02T00:00:00+00:00"}
-    assert steps.signal_drift(spec_file, newer, run_id="f3")["signal"] is True
-    calm = steps.signal_drift(spec_file, {**drift, "drift": False, "reason": "within"}, run_id="f4")
+    assert steps.forecasting.signal_drift(spec_file, newer, run_id="f3")["signal"] is True
+    calm = steps.forecasting.signal_drift(
+        spec_file, {**drift, "drift": False, "reason": "within"}, run_id="f4"
+    )
     assert calm["signal"] is False and calm["reason"] == "within"
     registry = Registry("tiny")
     signals = [e for e in registry.history() if e["kind"] == "drift"]

@@ -281,7 +281,7 @@ def test_the_pipelines_report_and_rollback_steps_log_to_mlflow(
     second = train_run(spec_file, "run2", force=True)
     if second.get("promoted"):
         assert champion(client, "tracked") == second["report"]["mlflow"]["model_version"]
-        steps.rollback(spec_file, 1, run_id="rb1", reason="test")
+        steps.serving.rollback(spec_file, 1, run_id="rb1", reason="test")
         assert champion(client, "tracked") == logged["model_version"]
     else:  # refused: nothing registered, the alias stays on v1
         assert len(versions(client, "tracked")) == 1
