@@ -57,13 +57,13 @@ install: $(VENV)/.installed $(if $(filter postgres%,$(FRESHCAST_DATABASE_URL)),$
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(BIN)/python -m freshcast.localrun run --pipeline $(PIPELINE) --conf '$(CONF)'
+	$(BIN)/python -m freshcast.local run --pipeline $(PIPELINE) --conf '$(CONF)'
 
 stop:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m freshcast.localrun stop; else echo "nothing to stop"; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m freshcast.local stop; else echo "nothing to stop"; fi
 
 status: install
-	$(BIN)/python -m freshcast.localrun status
+	$(BIN)/python -m freshcast.local status
 
 registry: install
 	$(BIN)/python -m freshcast.registry show $(PIPELINE)
@@ -73,10 +73,10 @@ registry-check: install
 
 rollback: install
 	@test -n "$(VERSION)" || { echo "usage: make rollback PIPELINE=name VERSION=n [REASON=...]"; exit 2; }
-	$(BIN)/python -m freshcast.localrun rollback --pipeline $(PIPELINE) --version $(VERSION) --reason '$(REASON)'
+	$(BIN)/python -m freshcast.local rollback --pipeline $(PIPELINE) --version $(VERSION) --reason '$(REASON)'
 
 replay: install
-	$(BIN)/python -m freshcast.localrun replay --pipeline $(PIPELINE) --start '$(START)' --end '$(END)'
+	$(BIN)/python -m freshcast.local replay --pipeline $(PIPELINE) --start '$(START)' --end '$(END)'
 
 # .env for docker-compose.yaml with fresh random secrets; an existing .env is kept.
 env:

@@ -1,7 +1,7 @@
 """The scheduling case: N tiny pipelines triggered at once through a real Airflow.
 
 For each size N and each setup, a fresh Airflow (its own AIRFLOW_HOME, artifact root and
-metadata database, started by `freshcast.localrun` as `make run` starts it) gets N generated
+metadata database, started by `freshcast.local` as `make run` starts it) gets N generated
 pipelines, every `train_<name>` DAG is unpaused and then all N are triggered as fast as the API
 takes them; the case polls until every run has ended and stops Airflow before the next. Setups:
 
@@ -190,7 +190,7 @@ def _stat(pid: int) -> tuple[int, int, int, int, int] | None:
 class CpuMeter:
     """User + system CPU of Airflow's components over an interval, task processes left out.
 
-    Every component leads a session of its own (`localrun.spawn`); what it starts stays in its
+    Every component leads a session of its own (`processes.spawn`); what it starts stays in its
     session, and a task process moves into a process group of its own (Airflow's supervisor
     calls setpgid), so the component's own processes are those in the leader's group. Sampled
     every `interval` seconds; each process counts from its first sample's CPU if it was there
@@ -352,7 +352,7 @@ def _uninterrupted() -> Iterator[None]:
 
 def _wait_worker(af: Any, name: str, *, timeout: float = 180.0) -> None:
     """Until Celery worker `name` says it is ready (in its log)."""
-    from freshcast import localrun
+    from freshcast.local import processes
 
     log = af.log_file(f"worker-{name}")
     deadline = time.monotonic() + timeout
@@ -360,7 +360,7 @@ def _wait_worker(af: Any, name: str, *, timeout: float = 180.0) -> None:
         with contextlib.suppress(OSError):
             if f"@{name} ready." in log.read_text(errors="replace"):
                 return
-        if localrun.read_pid(af, f"worker-{name}") is None:
+        if processes.read_pid(af, f"worker-{name}") is None:
             break
         time.sleep(1)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
@@ -374,11 +374,11 @@ def _all_runs(client: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """Every DAG run of the installation, by (dag_id, run_id)."""
     out, offset = {}, 0
     while True:
-        page = client.get("/dags/~/dagRuns", limit=100, offset=offset)
-        for run in page["dag_runs"]:
+        page = client.dag_runs("~", limit=100, offset=offset)
+        for run in page:
             out[(run["dag_id"], run["dag_run_id"])] = run
-        offset += len(page["dag_runs"])
-        if not page["dag_runs"] or offset >= page["total_entries"]:
+        offset += len(page)
+        if len(page) < 100:
             return out
 
 
@@ -562,7 +562,7 @@ def run_setup(
     `pipelines`: a folder of specs to run instead of N generated tiny ones; `training_slots`:
     the `training` pool's slots (default: every slot); `keep_tasks`: the row keeps every task
     instance's times and upstream task ids (`task_records`)."""
-    from freshcast import localrun
+    from freshcast.local import api, config, processes
 
     k = cores()
     base = work / f"{setup.name}-n{n}"
@@ -577,7 +577,7 @@ def run_setup(
     pg_database = f"freshcast_bench_{secrets.token_hex(4)}" if setup.postgres else None
     redis_db = _empty_redis_db() if setup.workers else None
     database = f"postgresql+psycopg2://{PG_SERVER}/{pg_database}" if pg_database else None
-    af = localrun.Airflow(
+    af = config.Airflow(
         home=home,
         port=_free_port(),
         executor=setup.executor,
@@ -607,23 +607,23 @@ def run_setup(
         with _environ(env):
             if pg_database:
                 _pg(f'CREATE DATABASE "{pg_database}"')
-            localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags", parallelism=slots)
+            config.write_config(af, dags_folder=PROJECT_ROOT / "dags", parallelism=slots)
             pools = {"training": training_slots or slots, "registry": 1}
-            localrun.up(af, pools=pools, say=lambda _: None)
+            processes.up(af, pools=pools, say=lambda _: None)
             workers = [f"w{i}" for i in range(1, setup.workers + 1)]
             for name in workers:
-                localrun.start_worker(af, name, queues=["default", "training"], concurrency=k)
+                processes.start_worker(af, name, queues=["default", "training"], concurrency=k)
             for name in workers:
                 _wait_worker(af, name)
-            client = localrun.Client(af)
+            client = api.Client(af)
             for dag_id in dag_ids:
                 client.wait_for_dag(dag_id, timeout=600)
             for dag_id in dag_ids:
                 client.unpause(dag_id)
             row["startup_s"] = time.monotonic() - began
             row["db_mib_before"] = _db_mib(af, pg_database)
-            components = [*localrun.COMPONENTS, *(f"worker-{w}" for w in workers)]
-            leaders = {c: localrun.read_pid(af, c) for c in components}
+            components = [*processes.COMPONENTS, *(f"worker-{w}" for w in workers)]
+            leaders = {c: processes.read_pid(af, c) for c in components}
             # Anything else busy on the machine skews every figure: say so in the results.
             row["load_before"] = os.getloadavg()[0]
             busy = _busy_ticks()
@@ -688,11 +688,11 @@ def run_setup(
 
 
 def _cleanup(af: Any, pg_database: str | None, redis_db: int | None, say) -> None:
-    from freshcast import localrun
+    from freshcast.local import processes
 
     problems = []
     try:
-        localrun.stop(af, say=lambda _: None)
+        processes.stop(af, say=lambda _: None)
     except Exception as err:
         problems.append(f"stopping Airflow in {af.home}: {err}")
     if redis_db is not None:

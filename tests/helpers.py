@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -127,26 +128,31 @@ def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None,
     """Every step of the training DAG in order; returns the gate's result (or the skip)."""
     from freshcast import artifacts, steps
 
-    run = steps.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
-    changed = steps.data_changed(run, force=force)
+    run = steps.prepare.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
+    changed = steps.serving.data_changed(run, force=force)
     if not changed["changed"]:
         return changed
-    for step in (steps.validate, steps.split_scale, steps.window):
+    for step in (steps.prepare.validate, steps.prepare.split_scale, steps.prepare.window):
         step(run)
-    spec = steps.run_spec(artifacts.local(run))
+    spec = steps.run_folder.run_spec(artifacts.local(run))
     if spec.trials:
-        steps.plan_trials(run)
+        steps.training.plan_trials(run)
         for name in spec.trials:
-            steps.trial(run, name)
-        steps.select(run)
-    trained = [steps.train(run, m) for m in spec.member_names]
+            steps.training.trial(run, name)
+        steps.training.select(run)
+    trained = [steps.training.train(run, m) for m in spec.member_names]
     for fold in range(1, spec.backtest.folds + 1 if spec.backtest else 1):
-        steps.backtest(run, fold)
-    steps.evaluate(run, trained)
-    decided = steps.gate(run, run_id=run_id, trigger=trigger)
+        steps.scoring.backtest(run, fold)
+    steps.scoring.evaluate(run, trained)
+    decided = steps.serving.gate(run, run_id=run_id, trigger=trigger)
     if tamper:
         tamper(artifacts.local(run))
     if decided["promote"]:
-        decided["promoted"] = steps.promote(run, run_id=run_id, verify=verify)
-    decided["report"] = steps.report(run, run_id=run_id)
+        decided["promoted"] = steps.serving.promote(run, run_id=run_id, verify=verify)
+    decided["report"] = steps.reporting.report(run, run_id=run_id)
     return decided
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of `path` (0o600: its owner reads and writes it, nobody else)."""
+    return stat.S_IMODE(path.stat().st_mode)

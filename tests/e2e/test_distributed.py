@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from freshcast import artifacts, localrun
+from freshcast import artifacts
+from freshcast.local import api, commands, config, processes
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import LEARNING_MODELS, lagged_series, write_tiny_pipeline
 
@@ -60,7 +61,7 @@ def celery_airflow(tmp_path, tiny, monkeypatch):
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     redis_db = 1 + secrets.randbelow(15)
-    af = localrun.Airflow(
+    af = config.Airflow(
         home=tmp_path / "airflow-home",
         port=_free_port(),
         executor="CeleryExecutor",
@@ -69,7 +70,7 @@ def celery_airflow(tmp_path, tiny, monkeypatch):
         result_backend=f"db+postgresql://{PG}/{database}",
     )
     monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
-    localrun.write_config(
+    config.write_config(
         af,
         dags_folder=PROJECT_ROOT / "dags",
         parallelism=8,
@@ -85,9 +86,9 @@ def celery_airflow(tmp_path, tiny, monkeypatch):
     try:
         yield af
     finally:
-        stopped = localrun.stop(af, say=lambda _: None)
+        stopped = processes.stop(af, say=lambda _: None)
         for pid in stopped:  # the workers' process groups too
-            assert not localrun._group_alive(pid)
+            assert not processes._group_alive(pid)
         redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
         with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -119,14 +120,14 @@ def test_celery_run_spreads_tasks_over_two_workers(
     monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", s3_root)
     caches = {name: tmp_path / f"cache-{name}" for name in ("w-train", "w-default")}
     started = time.monotonic()
-    localrun.up(af, pools={"training": 2}, say=lambda _: None)
+    processes.up(af, pools={"training": 2}, say=lambda _: None)
     # Only w-train serves the spec's training queue (`training_queue`, default "training").
     for name, queues in (("w-train", ["training"]), ("w-default", ["default"])):
-        localrun.start_worker(
+        processes.start_worker(
             af, name, queues=queues, env={"FRESHCAST_CACHE_DIR": str(caches[name])}
         )
     lines: list[str] = []
-    code = localrun.run_pipeline(
+    code = commands.run_pipeline(
         af, "tiny", conf={"epochs": 2}, pools={"training": 2}, say=lines.append
     )
     output = "\n".join(lines)
@@ -134,7 +135,7 @@ def test_celery_run_spreads_tasks_over_two_workers(
     assert "is now version 1" in output and "Forecast:" in output
     elapsed = time.monotonic() - started
 
-    client = localrun.Client(af)
+    client = api.Client(af)
     (run,) = client.dag_runs("train_tiny")
     hosts = _task_hosts(client, "train_tiny", run["dag_run_id"])
     trains = {k: v for k, v in hosts.items() if k[0] == "train"}
@@ -175,10 +176,10 @@ def test_a_killed_worker_costs_a_retry_not_the_run(celery_airflow, tiny):
     # Training that outlasts the polling below (no early stop), so the kill lands mid-train.
     slow_gru = {**LEARNING_MODELS[-1], "epochs": 200, "patience": 1000}
     write_tiny_pipeline(tiny["pipelines"], data=lagged_series(), models=[slow_gru])
-    localrun.up(af, pools={"training": 2}, say=lambda _: None)
+    processes.up(af, pools={"training": 2}, say=lambda _: None)
     for name in ("w1", "w2"):
-        localrun.start_worker(af, name, queues=["default", "training"], concurrency=1)
-    client = localrun.Client(af)
+        processes.start_worker(af, name, queues=["default", "training"], concurrency=1)
+    client = api.Client(af)
     client.wait_for_dag("train_tiny")
     client.unpause("train_tiny")
     run_id = client.trigger("train_tiny", {})
@@ -191,7 +192,7 @@ def test_a_killed_worker_costs_a_retry_not_the_run(celery_airflow, tiny):
                 victim = ti["hostname"]
         time.sleep(0.5)
     assert victim in ("w1", "w2"), "the train task never started"
-    pid = localrun.read_pid(af, f"worker-{victim}")
+    pid = processes.read_pid(af, f"worker-{victim}")
     os.killpg(pid, signal.SIGKILL)
 
     state = client.follow("train_tiny", run_id, say=lambda _: None, timeout=600)

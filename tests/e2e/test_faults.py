@@ -3,7 +3,7 @@ a scheduler killed outright mid-run, `make stop` in the middle of training, and 
 once, on the default SQLite database and on PostgreSQL.
 
 Processes are followed here with psutil and os.getsid, by session and start time, apart from
-how `localrun` finds them.
+how `freshcast.local` finds them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from freshcast import localrun
+from freshcast.local import api, config, processes
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.test_scheduler import free_port
 from tests.helpers import LEARNING_MODELS, lagged_series, write_tiny_pipeline
@@ -41,17 +41,17 @@ LONG_MODEL = {**SLOW_MODEL, "epochs": 3000, "patience": 3000}
 def configured(af, monkeypatch):
     """`af` with its airflow.cfg written, as the test's AIRFLOW_HOME; stopped afterwards."""
     monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
-    localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
+    config.write_config(af, dags_folder=PROJECT_ROOT / "dags")
     try:
         yield af
     finally:
-        localrun.stop(af, say=lambda _: None)
+        processes.stop(af, say=lambda _: None)
 
 
 @pytest.fixture
 def airflow(tmp_path, tiny, monkeypatch):
     with configured(
-        localrun.Airflow(home=tmp_path / "airflow-home", port=free_port()), monkeypatch
+        config.Airflow(home=tmp_path / "airflow-home", port=free_port()), monkeypatch
     ) as af:
         yield af
 
@@ -83,7 +83,7 @@ def task_processes(scheduler: int) -> set[tuple[int, float]]:
     return {(pid, t) for pid, t in session(scheduler) if os.getpgid(pid) != scheduler}
 
 
-def wait_for_training(client: localrun.Client, run_id: str, scheduler: int) -> None:
+def wait_for_training(client: api.Client, run_id: str, scheduler: int) -> None:
     """Until the run's train task is running and its task process exists."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -99,24 +99,24 @@ def file_times(folder: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
 
 
-def assert_private(af: localrun.Airflow) -> None:
+def assert_private(af: config.Airflow) -> None:
     """AIRFLOW_HOME and all in it are the owner's alone; the password is in no log."""
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [af.home, *af.home.iterdir()]}
     assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}, modes
     assert af.passwords_file.name in modes and "api-server.log" in modes
-    secret = localrun.password(af)
+    secret = config.password(af)
     assert not [log.name for log in af.home.glob("*.log") if secret in log.read_text()]
 
 
 def start_training(airflow):
     """Start Airflow, trigger the tiny pipeline and return once its train task runs:
     (client, run id, the scheduler's pid)."""
-    localrun.up(airflow, pools={"training": 1}, say=lambda _: None)
-    client = localrun.Client(airflow)
+    processes.up(airflow, pools={"training": 1}, say=lambda _: None)
+    client = api.Client(airflow)
     client.wait_for_dag(DAG)
     client.unpause(DAG)
     run_id = client.trigger(DAG, {})
-    scheduler = localrun.read_pid(airflow, "scheduler")
+    scheduler = processes.read_pid(airflow, "scheduler")
     wait_for_training(client, run_id, scheduler)
     return client, run_id, scheduler
 
@@ -134,10 +134,10 @@ def test_killed_scheduler_leaves_nothing_behind_a_restart(airflow, tiny):
     assert orphans, "the killed scheduler's workers and task exited by themselves"
 
     said: list[str] = []
-    localrun.up(airflow, pools={"training": 1}, say=said.append)
+    processes.up(airflow, pools={"training": 1}, say=said.append)
     assert still_alive(orphans) == set(), "\n".join(said)
     assert any("left running when it died" in line for line in said), said
-    assert localrun.read_pid(airflow, "scheduler") not in (None, scheduler)
+    assert processes.read_pid(airflow, "scheduler") not in (None, scheduler)
     assert_private(airflow)
 
     # The new scheduler retries the task that lost its process; nobody else finishes it.
@@ -147,20 +147,20 @@ def test_killed_scheduler_leaves_nothing_behind_a_restart(airflow, tiny):
 
 
 def test_stop_mid_training_returns_when_every_process_is_gone(airflow, tiny):
-    """`localrun stop` (what `make stop` runs, in another process) during a train task: it
-    returns only once every process of every component is gone, the task process included,
-    and nothing writes artifacts afterwards."""
+    """`python -m freshcast.local stop` (what `make stop` runs, in another process) during a
+    train task: it returns only once every process of every component is gone, the task
+    process included, and nothing writes artifacts afterwards."""
     write_tiny_pipeline(tiny["pipelines"], models=[LONG_MODEL])
     _, _, scheduler = start_training(airflow)
 
     started = set()
-    for component in localrun.COMPONENTS:
-        started |= session(localrun.read_pid(airflow, component))
+    for component in processes.COMPONENTS:
+        started |= session(processes.read_pid(airflow, component))
     assert task_processes(scheduler) <= started
     env = {**os.environ, "AIRFLOW_HOME": str(airflow.home), "AIRFLOW_PORT": str(airflow.port)}
     began = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "freshcast.localrun", "stop"],
+        [sys.executable, "-m", "freshcast.local", "stop"],
         env=env,
         capture_output=True,
         text=True,
@@ -185,8 +185,8 @@ def test_ten_triggers_at_once_all_run_and_keep_the_registry_in_order(airflow, ti
     from freshcast.registry import Registry
 
     write_tiny_pipeline(tiny["pipelines"], data=lagged_series(), models=LEARNING_MODELS[-1:])
-    localrun.up(airflow, pools={"training": 1}, say=lambda _: None)
-    client = localrun.Client(airflow)
+    processes.up(airflow, pools={"training": 1}, say=lambda _: None)
+    client = api.Client(airflow)
     client.wait_for_dag(DAG)
     client.unpause(DAG)
     # Two forced: with the data unchanged the others skip training after the first decision.
@@ -238,7 +238,7 @@ def postgres_airflow(tmp_path, tiny, monkeypatch):
                 pytest.fail("PostgreSQL is not listening on 127.0.0.1:5432; .ci/run starts it")
             pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
     database = f"freshcast_{secrets.token_hex(4)}"
-    af = localrun.Airflow(
+    af = config.Airflow(
         home=tmp_path / "airflow-home",
         port=free_port(),
         database=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
@@ -260,10 +260,10 @@ def test_postgresql_takes_ten_triggers_at_once_without_a_retry(postgres_airflow,
     af = postgres_airflow
     write_tiny_pipeline(tiny["pipelines"])
     said: list[str] = []
-    localrun.up(af, pools={"training": 1}, say=said.append)
-    assert f"migrating the metadata database ({localrun.database_label(af.database)})" in said
+    processes.up(af, pools={"training": 1}, say=said.append)
+    assert f"migrating the metadata database ({config.database_label(af.database)})" in said
     assert not (af.home / "airflow.db").exists()
-    client = localrun.Client(af, attempts=1)  # no second attempt for anything
+    client = api.Client(af, attempts=1)  # no second attempt for anything
     client.wait_for_dag(DAG)
     with ThreadPoolExecutor(max_workers=10) as pool:
         run_ids = list(pool.map(lambda _: client.trigger(DAG, {}), range(10)))

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from freshcast import localrun
+from freshcast.local import api, commands, config, processes, status
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import LEARNING_MODELS, lagged_series, write_tiny_pipeline
 
@@ -36,18 +36,18 @@ def free_port() -> int:
 
 @pytest.fixture
 def airflow(tmp_path, tiny, monkeypatch):
-    af = localrun.Airflow(home=tmp_path / "airflow-home", port=free_port())
+    af = config.Airflow(home=tmp_path / "airflow-home", port=free_port())
     monkeypatch.setenv("AIRFLOW_HOME", str(af.home))
-    localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
+    config.write_config(af, dags_folder=PROJECT_ROOT / "dags")
     bystander = subprocess.Popen(["sleep", "3600"])  # not ours: stop() must leave it alone
     try:
         yield af
     finally:
-        stopped = localrun.stop(af, say=lambda _: None)
+        stopped = processes.stop(af, say=lambda _: None)
         assert bystander.poll() is None, "stop() killed a process it did not start"
         bystander.kill()
         for pid in stopped:
-            assert not localrun._group_alive(pid)
+            assert not processes._group_alive(pid)
 
 
 def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
@@ -71,7 +71,7 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     lines[50] = lines[50].split(",")[0] + ",oops,5.0"
     csv.write_text("\n".join(lines) + "\n")
     lines: list[str] = []
-    code = localrun.run_pipeline(
+    code = commands.run_pipeline(
         airflow, "tiny", conf={"epochs": 2}, pools={"training": 1}, say=lines.append
     )
     output = "\n".join(lines)
@@ -127,7 +127,7 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     ), output
     # Every component listens on loopback only, and the log servers are off.
     assert f"127.0.0.1:{airflow.port}" in output
-    client = localrun.Client(airflow)
+    client = api.Client(airflow)
     runs = client.get("/dags/train_tiny/dagRuns")["dag_runs"]
     assert [r["state"] for r in runs] == ["success"]  # no surprise scheduled run beside it
     # Every link is a page in the Airflow UI, the pipeline's page last.
@@ -135,13 +135,13 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     (forecast_run,) = (
         r for r in client.dag_runs("forecast_tiny") if r["run_type"] == "asset_triggered"
     )
-    forecasts = localrun.report_url(airflow, "forecast_tiny", forecast_run["dag_run_id"])
+    forecasts = config.report_url(airflow, "forecast_tiny", forecast_run["dag_run_id"])
     assert f"Forecasts:  {forecasts}" in lines, output
-    assert f"Report:     {localrun.report_url(airflow, 'train_tiny', run_id)}" in lines, output
+    assert f"Report:     {config.report_url(airflow, 'train_tiny', run_id)}" in lines, output
     assert lines[-3:] == [
-        f"Airflow UI: {localrun.run_url(airflow, 'train_tiny', run_id)}",
-        f"Results:    {localrun.pipeline_url(airflow, 'tiny')}  "
-        f"(login: admin / {localrun.password(airflow)})",
+        f"Airflow UI: {config.run_url(airflow, 'train_tiny', run_id)}",
+        f"Results:    {config.pipeline_url(airflow, 'tiny')}  "
+        f"(login: admin / {config.password(airflow)})",
         "Stop it with `make stop`.",
     ], output
     run_dir = Path(client.xcom("train_tiny", run_id, "report")["html"]).parents[1]
@@ -158,7 +158,7 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
 
     # Bad data: make run's exit code says so and its output names the row and the fix.
     failed: list[str] = []
-    code = localrun.run_pipeline(
+    code = commands.run_pipeline(
         airflow, "bad", conf={"epochs": 1}, pools={"training": 1}, say=failed.append
     )
     output = "\n".join(failed)
@@ -167,19 +167,19 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     assert "failed validate: DataValidationError:" in output
     assert "column 'load', row 50: value 'oops' is not a number" in output
     assert failed[-2] == (
-        f"Results:    {localrun.pipeline_url(airflow, 'bad')}  "
-        f"(login: admin / {localrun.password(airflow)})"
+        f"Results:    {config.pipeline_url(airflow, 'bad')}  "
+        f"(login: admin / {config.password(airflow)})"
     )
 
     # make status: the champion from the registry, the runs over REST, the broken spec named.
-    status = localrun.gather_status(airflow)
-    assert localrun.components_up(status)
-    blocks = {b.split("\n")[0]: b for b in localrun.format_status(status).split("\n\n")}
+    found = status.gather_status(airflow)
+    assert status.components_up(found)
+    blocks = {b.split("\n")[0]: b for b in status.format_status(found).split("\n\n")}
     assert blocks[f"Airflow at {airflow.url}: up"].count("healthy") == 4
     assert blocks["tiny"].split("\n")[1].startswith("  champion:  v1 ")
     assert "  last run:  success, " in blocks["tiny"] and f"({run_id})" in blocks["tiny"]
     assert "  next run:  none scheduled (triggered runs only)" in blocks["tiny"]
-    assert f"  page:      {localrun.pipeline_url(airflow, 'tiny')}" in blocks["tiny"]
+    assert f"  page:      {config.pipeline_url(airflow, 'tiny')}" in blocks["tiny"]
     assert "  last run:  failed, " in blocks["bad"]
     assert any(b.startswith("not loaded: ") and "broken.yaml" in b for b in blocks)
 
@@ -190,11 +190,11 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     dag = client.get("/dags/train_tiny")
     assert dag["has_import_errors"] is False and dag["is_stale"] is False
     assert client.http.get("/dags/train_broken").status_code == 404
-    with pytest.raises(localrun.LocalRunError, match=r"(?s)train_broken is not loaded.*units\.0"):
+    with pytest.raises(config.LocalRunError, match=r"(?s)train_broken is not loaded.*units\.0"):
         client.wait_for_dag("train_broken", timeout=10)
 
     # Everything the four components (and their children) listen on is loopback.
-    groups = {localrun.read_pid(airflow, c) for c in localrun.COMPONENTS}
+    groups = {processes.read_pid(airflow, c) for c in processes.COMPONENTS}
     listening = {
         (conn.laddr.ip, conn.laddr.port)
         for conn in psutil.net_connections(kind="inet")
@@ -209,7 +209,7 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
 
     # A second `up` reuses the running components.
     again: list[str] = []
-    localrun.up(airflow, pools={"training": 1}, say=again.append)
+    processes.up(airflow, pools={"training": 1}, say=again.append)
     assert "already up" in again[0]
 
     # The CLI refuses a conf that does not match the Params, with the reason.
@@ -228,7 +228,7 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     )
     assert result.returncode != 0
     assert "Invalid input for param epochs" in result.stdout + result.stderr
-    with pytest.raises(localrun.LocalRunError, match="epochs"):
+    with pytest.raises(config.LocalRunError, match="epochs"):
         client.trigger("train_tiny", {"epochs": 0})
 
 
@@ -241,7 +241,7 @@ def test_replay_backfills_past_ticks_each_on_its_own_data(airflow, tiny):
         tiny["pipelines"], data=lagged_series(), models=LEARNING_MODELS[-1:], schedule="@daily"
     )
     lines: list[str] = []
-    code = localrun.replay(
+    code = commands.replay(
         airflow,
         "tiny",
         start="2024-08-21",
@@ -262,7 +262,7 @@ def test_replay_backfills_past_ticks_each_on_its_own_data(airflow, tiny):
     ends = [registry.bundle(v)["lineage"]["data_end"][:10] for v in registry.versions()]
     assert ends[0] == "2024-08-21"
     assert registry.active_replay() is None  # the marker is gone once the replay ends
-    client = localrun.Client(airflow)
+    client = api.Client(airflow)
     others = [r for r in client.dag_runs("train_tiny") if r["run_type"] != "backfill"]
     for run in others:  # the schedule's catch-up tick, if Airflow made one, trained nothing
         states = {
@@ -305,7 +305,7 @@ def test_a_level_shift_signals_drift_and_the_scheduler_retrains_on_it(airflow, t
         gate={"beat": []},
     )
     lines: list[str] = []
-    code = localrun.run_pipeline(
+    code = commands.run_pipeline(
         airflow, "tiny", conf={"epochs": 15}, pools={"training": 2}, say=lines.append
     )
     output = "\n".join(lines)
@@ -321,7 +321,7 @@ def test_a_level_shift_signals_drift_and_the_scheduler_retrains_on_it(airflow, t
     shifted = full.iloc[200:].copy()
     shifted["load"] += 15.0  # the level moves: the champion's forecasts of it miss by ~15
     shifted.to_csv(landing / "part-001.csv", index=False)
-    client = localrun.Client(airflow)
+    client = api.Client(airflow)
     run_id = client.trigger("forecast_tiny", {})
     assert client.follow("forecast_tiny", run_id, say=lambda _: None) == "success"
     states = {t["task_id"]: t["state"] for t in client.task_instances("forecast_tiny", run_id)}

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from freshcast import localrun
+from freshcast.local import api, commands, config, processes
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.restricted_auth import OUTSIDER
 from tests.e2e.test_scheduler import free_port
@@ -50,7 +50,7 @@ def ui(tmp_path_factory):
     hostile = (pipelines / f"{PIPELINE}.yaml").read_text()
     hostile = re.sub(r"(?ms)^description: >.*?^source:", "source:", hostile)
     (pipelines / "hostile.yaml").write_text(f'description: "{HOSTILE}"\n{hostile}')
-    af = localrun.Airflow(home=tmp / "airflow-home", port=free_port())
+    af = config.Airflow(home=tmp / "airflow-home", port=free_port())
     env = {
         "AIRFLOW_HOME": str(af.home),
         "FRESHCAST_PIPELINES_DIR": str(pipelines),
@@ -62,14 +62,14 @@ def ui(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        localrun.write_config(af, dags_folder=PROJECT_ROOT / "dags")
+        config.write_config(af, dags_folder=PROJECT_ROOT / "dags")
         try:
             said: list[str] = []
-            code = localrun.run_pipeline(
+            code = commands.run_pipeline(
                 af, PIPELINE, conf={}, pools={"training": 2}, say=said.append
             )
             assert code == 0, "\n".join(said)
-            client = localrun.Client(af)
+            client = api.Client(af)
             runs = {"first": client.dag_runs(TRAIN)[-1]["dag_run_id"]}
             for name, conf in (("second", {"epochs": 5, "models": ["gru"]}), ("unchanged", {})):
                 runs[name] = client.trigger(TRAIN, conf)
@@ -79,10 +79,10 @@ def ui(tmp_path_factory):
             assert client.follow(FORECAST, runs["forecast"], say=lambda _: None) == "success"
             yield {"af": af, "client": client, "runs": runs, "said": said, "tmp": tmp}
         finally:
-            localrun.stop(af, say=lambda _: None)
+            processes.stop(af, say=lambda _: None)
 
 
-def past_forecasts(client: localrun.Client) -> None:
+def past_forecasts(client: api.Client) -> None:
     """Forecasts as if made on 29 and 30 December 2015 (a backfill of the forecast DAG): their
     targets are in the data, so the next forecast run scores them against the actuals."""
     response = client.http.post(
