@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -125,32 +126,42 @@ def in_process(path: Path) -> dict:
 
 
 def train_run(spec_file, run_id, *, force=False, verify=in_process, tamper=None, trigger=None):
-    """Every step of the training DAG in order; returns the gate's result (or the skip)."""
-    from freshcast import artifacts, steps
+    """Every step of the training DAG in order (`steps.in_process.run_all`, skipping as the DAG
+    does); returns the gate's result with "promoted" and "report" added, or the skip."""
+    from freshcast.steps.in_process import run_all
+
+    ran = run_all(
+        spec_file,
+        run_id=run_id,
+        skip_unchanged=True,
+        force=force,
+        trigger=trigger,
+        verify=verify,
+        before_promote=tamper,
+    )
+    if not ran["changed"]["changed"]:
+        return ran["changed"]
+    decided = ran["decided"]
+    if ran["promoted"] is not None:
+        decided["promoted"] = ran["promoted"]
+    decided["report"] = ran["report"]
+    return decided
+
+
+def step_outputs(run: Path, step: str) -> dict[str, str]:
+    """The sha256 of each output a step's manifest lists."""
+    manifest = json.loads((run / step / "manifest.json").read_text())
+    return {name: entry["sha256"] for name, entry in manifest["outputs"].items()}
+
+
+def prepare_run(spec_file, run_id="manual__1") -> Path:
+    """A run through the data steps (ingest, validate, split_scale, window); its folder."""
+    from freshcast import steps
 
     run = steps.prepare.ingest(spec_file, run_id=run_id, cutoff=None)["run_dir"]
-    changed = steps.serving.data_changed(run, force=force)
-    if not changed["changed"]:
-        return changed
     for step in (steps.prepare.validate, steps.prepare.split_scale, steps.prepare.window):
         step(run)
-    spec = steps.run_folder.run_spec(artifacts.local(run))
-    if spec.trials:
-        steps.training.plan_trials(run)
-        for name in spec.trials:
-            steps.training.trial(run, name)
-        steps.training.select(run)
-    trained = [steps.training.train(run, m) for m in spec.member_names]
-    for fold in range(1, spec.backtest.folds + 1 if spec.backtest else 1):
-        steps.scoring.backtest(run, fold)
-    steps.scoring.evaluate(run, trained)
-    decided = steps.serving.gate(run, run_id=run_id, trigger=trigger)
-    if tamper:
-        tamper(artifacts.local(run))
-    if decided["promote"]:
-        decided["promoted"] = steps.serving.promote(run, run_id=run_id, verify=verify)
-    decided["report"] = steps.reporting.report(run, run_id=run_id)
-    return decided
+    return Path(run)
 
 
 def file_mode(path: Path) -> int:
