@@ -128,7 +128,7 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     # Every component listens on loopback only, and the log servers are off.
     assert f"127.0.0.1:{airflow.port}" in output
     client = api.Client(airflow)
-    runs = client.get("/dags/train_tiny/dagRuns")["dag_runs"]
+    runs = client.dag_runs("train_tiny")
     assert [r["state"] for r in runs] == ["success"]  # no surprise scheduled run beside it
     # Every link is a page in the Airflow UI, the pipeline's page last.
     run_id = runs[0]["dag_run_id"]
@@ -183,13 +183,13 @@ def test_scheduler_runs_the_tiny_pipeline(airflow, tiny):
     assert "  last run:  failed, " in blocks["bad"]
     assert any(b.startswith("not loaded: ") and "broken.yaml" in b for b in blocks)
 
-    errors = client.get("/importErrors")["import_errors"]
+    errors = client.import_errors()
     assert [e["filename"] for e in errors] == ["spec_errors.py"]
     assert "broken.yaml" in errors[0]["stack_trace"]
     assert "field 'models.0.units.0'" in errors[0]["stack_trace"]
-    dag = client.get("/dags/train_tiny")
+    dag = client.dag("train_tiny")
     assert dag["has_import_errors"] is False and dag["is_stale"] is False
-    assert client.http.get("/dags/train_broken").status_code == 404
+    assert client.dag("train_broken") is None  # a 404
     with pytest.raises(config.LocalRunError, match=r"(?s)train_broken is not loaded.*units\.0"):
         client.wait_for_dag("train_broken", timeout=10)
 

@@ -85,20 +85,11 @@ def ui(tmp_path_factory):
 def past_forecasts(client: api.Client) -> None:
     """Forecasts as if made on 29 and 30 December 2015 (a backfill of the forecast DAG): their
     targets are in the data, so the next forecast run scores them against the actuals."""
-    response = client.http.post(
-        "/backfills",
-        json={
-            "dag_id": FORECAST,
-            "from_date": "2015-12-29T00:00:00Z",
-            "to_date": "2015-12-30T00:00:00Z",
-            "max_active_runs": 1,
-            "reprocess_behavior": "none",
-        },
-    )
-    assert response.status_code < 400, response.text
-    backfill = response.json()["id"]
+    backfill = client.create_backfill(
+        FORECAST, start="2015-12-29", end="2015-12-30", reprocess="none"
+    )["id"]
     deadline = time.monotonic() + 300
-    while not client.get(f"/backfills/{backfill}").get("completed_at"):
+    while not client.backfill(backfill).get("completed_at"):
         assert time.monotonic() < deadline, "the forecast backfill did not finish"
         time.sleep(2)
     runs = [r for r in client.dag_runs(FORECAST) if r["run_type"] == "backfill"]
@@ -155,7 +146,7 @@ def test_every_run_has_a_note_saying_what_it_did(ui):
 
 def test_assets_say_what_is_in_service_and_what_was_forecast(ui):
     client = ui["client"]
-    events = client.get("/assets/events", order_by="timestamp", limit=100)["asset_events"]
+    events = client.asset_events(limit=100)
     champion = [e for e in events if e["uri"] == f"x-freshcast://{PIPELINE}/champion"]
     assert champion[0]["extra"]["version"] == 1
     assert set(champion[0]["extra"]) >= {"model", "metric", "score", "unit", "version", "run_id"}

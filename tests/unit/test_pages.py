@@ -10,6 +10,7 @@ import pytest
 
 from freshcast import artifacts, pages, steps, views
 from tests.helpers import add_partition, serving_spec, train_run
+from tests.unit.test_registry import promote
 
 pytestmark = pytest.mark.slow
 
@@ -275,16 +276,22 @@ def test_a_run_that_healed_the_registry_says_so_in_its_note():
     )
 
 
-def test_the_pages_show_a_registry_problem_and_the_healing_events(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_registry(tmp_path, monkeypatch):
+    """The tiny pipeline's registry, its v1 promoted by run1 (no training: a stand-in bundle)."""
     from freshcast.registry import Registry
     from tests.helpers import write_tiny_pipeline
-    from tests.unit.test_registry import promote
 
     monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(tmp_path / "pipelines"))
     write_tiny_pipeline(tmp_path / "pipelines")
     registry = Registry("tiny")
     promote(registry, tmp_path, "run1")
+    return registry
+
+
+def test_the_pages_show_a_registry_problem_and_the_healing_events(tiny_registry, tmp_path):
+    registry = tiny_registry
     promote(registry, tmp_path, "run2")
     (registry.dir / "champion.json").unlink()
     spec = pages.pipeline("tiny")
@@ -306,16 +313,8 @@ def test_the_pages_show_a_registry_problem_and_the_healing_events(tmp_path, monk
     assert "scheduled__f9" in html and "runs/scheduled__f9/plugin" not in html  # not a training run
 
 
-def test_the_history_shows_drift_events_and_what_started_each_decision(tmp_path, monkeypatch):
-    from freshcast.registry import Registry
-    from tests.helpers import write_tiny_pipeline
-    from tests.unit.test_registry import promote
-
-    monkeypatch.setenv("FRESHCAST_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("FRESHCAST_PIPELINES_DIR", str(tmp_path / "pipelines"))
-    write_tiny_pipeline(tmp_path / "pipelines")
-    registry = Registry("tiny")
-    promote(registry, tmp_path, "run1")
+def test_the_history_shows_drift_events_and_what_started_each_decision(tiny_registry):
+    registry = tiny_registry
     drift = {"version": 1, "live_mae": 2.4, "test_mae": 1.5, "ratio": 1.6, "threshold": 1.5,
              "steps": 50, "actuals_end": "2024-09-01T00:00:00+00:00",
              "reason": "v1's live MAE exceeds the drift ratio 1.5"}  # fmt: skip

@@ -231,15 +231,18 @@ class Client:
         )
         return answer["value"]
 
-    def create_backfill(self, dag_id: str, *, start: str, end: str) -> dict[str, Any]:
+    def create_backfill(
+        self, dag_id: str, *, start: str, end: str, reprocess: str = "completed"
+    ) -> dict[str, Any]:
         """A backfill of `dag_id` over [start, end] (dates), one run at a time, with no run
-        conf; reruns the ticks whose runs completed."""
+        conf; `reprocess` says which ticks that already have a run run again (Airflow's
+        `reprocess_behavior`: "completed" reruns those whose runs ended, "none" none)."""
         body = BackfillPostBody(
             dag_id=dag_id,
             from_date=f"{start}T00:00:00Z",
             to_date=f"{end}T00:00:00Z",
             max_active_runs=1,
-            reprocess_behavior="completed",
+            reprocess_behavior=reprocess,
         )
         method = self.backfills.create_backfill_without_preload_content
         return self._json(f"backfill of {dag_id} was refused", method, body)
