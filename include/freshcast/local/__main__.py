@@ -9,7 +9,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from freshcast.local.commands import replay, rollback_pipeline, run_pipeline
 from freshcast.local.config import (
@@ -22,9 +21,6 @@ from freshcast.local.config import (
 )
 from freshcast.local.processes import stop, up
 from freshcast.local.status import status
-
-if TYPE_CHECKING:
-    pass
 
 
 def main(argv: list[str] | None = None) -> int:

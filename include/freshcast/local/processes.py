@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from freshcast.local.config import (
     PROJECT_ROOT,
@@ -34,10 +34,6 @@ from freshcast.local.config import (
     write_config,
     write_private,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 

@@ -4,8 +4,10 @@ the metadata database."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +95,11 @@ def test_ensure_database_creates_a_missing_postgresql_database():
     finally:
         conn.close()
     config.ensure_database("sqlite:////nowhere/airflow.db")  # not PostgreSQL: left alone
+
+
+def test_airflow_cfg_points_at_this_projects_dags_and_plugins(tmp_path):
+    cfg = config.write_config(Airflow(home=tmp_path / "home")).read_text()
+    folders = dict(re.findall(r"^(dags_folder|plugins_folder) = (.+)$", cfg, re.M))
+    assert Path(folders["dags_folder"]) == config.PROJECT_ROOT / "dags"
+    assert (Path(folders["dags_folder"]) / "forecast_pipelines.py").is_file()
+    assert (Path(folders["plugins_folder"]) / "freshcast_ui.py").is_file()
