@@ -36,9 +36,9 @@ REGISTRY_POOL = "registry"
 
 
 def _steps():
-    """The `freshcast.steps` module, with the artifact store set up for this task process: a
-    URL root (`s3://...`) is reached through Airflow's ObjectStoragePath and the connection
-    named by FRESHCAST_STORAGE_CONN_ID."""
+    """The `freshcast.steps` package (every step module), with the artifact store set up for
+    this task process: a URL root (`s3://...`) is reached through Airflow's ObjectStoragePath
+    and the connection named by FRESHCAST_STORAGE_CONN_ID."""
     from freshcast import artifacts, steps
 
     artifacts.use_url_store(_object_storage_path)
