@@ -153,7 +153,7 @@ def test_build_ensemble_refuses_no_members():
 
 
 def test_a_model_with_a_base_starts_as_the_base_and_trains_only_the_correction():
-    from freshcast.evaluation import naive_kernel
+    from freshcast.baselines import naive_kernel
 
     spec = ModelSpec(type="gru", units=[4], base="persistence", dense=[3])
     kernel, bias = naive_kernel(timesteps=5, features=2, target=0, horizon=2, season=1)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
     """Score every trained member, each seeded model's ensemble and three baselines on the test
     windows, in the data's units; save each ensemble as one `.keras` model."""
-    from freshcast import evaluation
+    from freshcast import baselines, evaluation
     from freshcast.models import build_ensemble, load_model
     from freshcast.training import predict
 
@@ -104,13 +104,13 @@ def evaluate(run_dir: str | Path, trained: Iterable[dict[str, Any] | None]) -> d
     for name, season in naive.items():
         forecasts[name] = (
             "baseline",
-            evaluation.seasonal_naive(series, target_rows, horizon=horizon, season=season),
+            baselines.seasonal_naive(series, target_rows, horizon=horizon, season=season),
         )
         if val_rows[0] >= season:  # the validation windows' origins reach a season back
-            on_val[name] = evaluation.seasonal_naive(
+            on_val[name] = baselines.seasonal_naive(
                 series, val_rows, horizon=horizon, season=season
             )
-    ridge = evaluation.ridge_select(
+    ridge = baselines.ridge_select(
         windows["train"].x, windows["train"].y, windows["val"].x, windows["val"].y,
         windows["test"].x,
     )  # fmt: skip

@@ -61,16 +61,16 @@ def _base(
     """The linear forecast a model with `base` corrects, as (kernel, bias) over its flattened
     window in scaled units: ridge fit on the training windows with alpha chosen on validation,
     or (seasonal) naive."""
-    from freshcast import evaluation
+    from freshcast import baselines
 
     if mspec.base == "none":
         return None
     if mspec.base == "ridge":
         train, val = windows["train"], windows["val"]
-        chosen = evaluation.ridge_select(train.x, train.y, val.x, val.y, val.x[:1])
+        chosen = baselines.ridge_select(train.x, train.y, val.x, val.y, val.x[:1])
         return chosen.normal.solve(chosen.alpha)
     season = run_spec(run).season_length if mspec.base == "seasonal_naive" else 1
-    return evaluation.naive_kernel(
+    return baselines.naive_kernel(
         timesteps=layout["timesteps"],
         features=layout["inputs"],
         target=layout["target"],
