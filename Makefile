@@ -7,7 +7,7 @@
 # make registry-check PIPELINE=x : verify every bundle, the pointer and the history; repair.
 # make rollback PIPELINE=x VERSION=n : serve version n again (runs the rollback_x DAG).
 # make replay PIPELINE=x START=YYYY-MM-DD END=YYYY-MM-DD : backfill retraining over that stretch.
-# make env   : .env with fresh secrets for `docker compose up` (CeleryExecutor, see README).
+# make env   : .env with fresh secrets for `docker compose up` (CeleryExecutor, see docs/deployment.md).
 # make bench : the benchmark suite (bench/): a table of figures and goals, bench/results.json.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

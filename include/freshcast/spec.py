@@ -981,7 +981,7 @@ def _format_errors(path: Path, err: ValidationError) -> str:
         lines.append(f"  field '{field}': {e['msg']}.{received}")
     if len(errors) > MAX_LISTED_PROBLEMS:
         lines.append(f"  ... and {len(errors) - MAX_LISTED_PROBLEMS} more, not listed")
-    lines.append("  Fix the field(s) above; README.md lists every field with its default.")
+    lines.append("  Fix the field(s) above; docs/spec.md lists every field with its default.")
     return "\n".join(lines)
 
 

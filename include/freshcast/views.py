@@ -247,7 +247,7 @@ def render_overview(rows: Sequence[Mapping[str, Any]], links: Links) -> str:
     if not rows:
         body = (
             "<p>No pipeline to show: none is loaded, or your login may read none of their "
-            "DAGs. Add a spec to the pipelines folder (see the README).</p>"
+            "DAGs. Add a spec to the pipelines folder (see docs/spec.md).</p>"
         )
         return page("freshcast: forecasts", body)
     cards = []

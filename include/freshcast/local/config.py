@@ -280,7 +280,8 @@ def ensure_database(url: str) -> None:
 
 
 def password(af: Airflow, *, timeout: float = 60.0) -> str:
-    """The generated password of the admin user (the api-server writes it on first start)."""
+    """The generated password of the admin user (`ensure_password` writes it before the
+    api-server starts)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, ValueError, KeyError):
