@@ -178,3 +178,9 @@ def test_readme_links_every_document():
     targets = {t.partition("#")[0] for t in links(README)}
     missing = [relative(d) for d in DOCS if relative(d) not in targets and d.name != "README.md"]
     assert missing == []
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    assert "`make test`" in README.read_text()
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
+    assert any(line.startswith("make test") for line in ci)
