@@ -38,9 +38,6 @@ from freshcast.local.config import (
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-
-
 PRIVATE_UMASK = 0o077  # what the components create (logs, password file, database) is 0600
 
 
