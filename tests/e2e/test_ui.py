@@ -159,7 +159,7 @@ def test_assets_say_what_is_in_service_and_what_was_forecast(ui):
 
 
 def test_the_trigger_form_has_no_internal_switch(ui):
-    params = ui["client"].get(f"/dags/{TRAIN}/details")["params"]
+    params = ui["client"].dag_details(TRAIN)["params"]
     assert set(params) == {"epochs", "models", "force"}
 
 

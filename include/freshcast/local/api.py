@@ -157,6 +157,11 @@ class Client:
             raise LocalRunError(f"reading DAG {dag_id}: {response.status} {_detail(response)}")
         return json.loads(response.data)
 
+    def dag_details(self, dag_id: str) -> dict[str, Any]:
+        """The DAG with its details: its params (with their schemas), its schedule, its file."""
+        method = self.dags.get_dag_details_without_preload_content
+        return self._json(f"reading DAG {dag_id}", method, dag_id)
+
     def import_errors(self) -> list[dict[str, Any]]:
         """The DAG files that failed to load, with their tracebacks."""
         method = self.errors.get_import_errors_without_preload_content

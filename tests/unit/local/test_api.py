@@ -82,6 +82,12 @@ def test_a_dag_that_does_not_exist_is_none_and_a_broken_spec_is_named(api_af, fa
     assert "Traceback" not in api._spec_error({"filename": "f", "stack_trace": trace})
 
 
+def test_dag_details_are_the_apis_json(api_af, fake_api):
+    details = {"dag_id": "train_tiny", "params": {"epochs": {"value": None}}}
+    fake_api.routes[("GET", "/api/v2/dags/train_tiny/details")] = (200, details)
+    assert client(api_af).dag_details("train_tiny") == details
+
+
 def test_replay_creates_a_backfill_and_reads_it(api_af, fake_api):
     fake_api.routes[("POST", "/api/v2/backfills")] = (200, {"id": 7})
     fake_api.routes[("GET", "/api/v2/backfills/7")] = (200, {"id": 7, "completed_at": None})
