@@ -167,3 +167,35 @@ def prepare_run(spec_file, run_id="manual__1") -> Path:
 def file_mode(path: Path) -> int:
     """The permission bits of `path` (0o600: its owner reads and writes it, nobody else)."""
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def bundle_files(folder: Path, tag: str) -> dict[str, Path]:
+    """A stand-in bundle's files (a model and a scaler, tagged), for the registry without Keras."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.keras").write_bytes(f"model {tag}".encode())
+    (folder / "scaler.json").write_text(json.dumps({"tag": tag}))
+    return {"model": folder / "model.keras", "scaler": folder / "scaler.json"}
+
+
+def bundle_meta(run_id: str) -> dict:
+    """A stand-in bundle's metadata: an lstm scored on MAE, trained by `run_id`."""
+    return {
+        "model": {"name": "lstm"},
+        "metric": "mae",
+        "scores": {"mae": 1.0},
+        "lineage": {"run_id": run_id, "data_end": "2024-01-01"},
+    }
+
+
+def promote(registry, tmp_path: Path, run_id: str, *, meta=None, verify=None) -> int:
+    """A stand-in bundle promoted in the same order as steps.serving.promote: add, verify, move
+    the pointer. `meta` replaces `bundle_meta(run_id)`; returns the new version."""
+    with registry.lock():
+        version = registry.add_version(
+            bundle_files(tmp_path / run_id, run_id),
+            meta=bundle_meta(run_id) if meta is None else meta,
+            run_id=run_id,
+        )
+        check = (verify or (lambda path: {"ok": True}))(registry.bundle_dir(version))
+        registry.set_champion(version, event={"kind": "promoted", "run_id": run_id, "check": check})
+    return version

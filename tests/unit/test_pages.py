@@ -9,8 +9,7 @@ import re
 import pytest
 
 from freshcast import artifacts, pages, steps, views
-from tests.helpers import add_partition, serving_spec, train_run
-from tests.unit.test_registry import promote
+from tests.helpers import add_partition, promote, serving_spec, train_run
 
 pytestmark = pytest.mark.slow
 

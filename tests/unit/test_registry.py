@@ -14,6 +14,7 @@ import pytest
 
 from freshcast import artifacts
 from freshcast.registry import Registry, RegistryError, describe, rollback
+from tests.helpers import bundle_files, bundle_meta, promote
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,33 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def registry(tmp_path) -> Registry:
     return Registry("demo", root=tmp_path / "artifacts")
-
-
-def bundle_files(folder: Path, tag: str) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.keras").write_bytes(f"model {tag}".encode())
-    (folder / "scaler.json").write_text(json.dumps({"tag": tag}))
-    return {"model": folder / "model.keras", "scaler": folder / "scaler.json"}
-
-
-def meta(run_id: str) -> dict:
-    return {
-        "model": {"name": "lstm"},
-        "metric": "mae",
-        "scores": {"mae": 1.0},
-        "lineage": {"run_id": run_id, "data_end": "2024-01-01"},
-    }
-
-
-def promote(registry: Registry, tmp_path: Path, run_id: str, verify=None) -> int:
-    """The same order as steps.serving.promote: add, verify, move the pointer."""
-    with registry.lock():
-        version = registry.add_version(
-            bundle_files(tmp_path / run_id, run_id), meta=meta(run_id), run_id=run_id
-        )
-        check = (verify or (lambda path: {"ok": True}))(registry.bundle_dir(version))
-        registry.set_champion(version, event={"kind": "promoted", "run_id": run_id, "check": check})
-    return version
 
 
 def test_versions_are_numbered_self_contained_and_checked(registry, tmp_path):
@@ -77,8 +51,12 @@ def test_a_changed_bundle_file_is_refused(registry, tmp_path):
 
 def test_a_retried_run_gets_its_version_back(registry, tmp_path):
     with registry.lock():
-        first = registry.add_version(bundle_files(tmp_path / "a", "a"), meta=meta("r"), run_id="r")
-        again = registry.add_version(bundle_files(tmp_path / "a", "a"), meta=meta("r"), run_id="r")
+        first = registry.add_version(
+            bundle_files(tmp_path / "a", "a"), meta=bundle_meta("r"), run_id="r"
+        )
+        again = registry.add_version(
+            bundle_files(tmp_path / "a", "a"), meta=bundle_meta("r"), run_id="r"
+        )
     assert first == again == 1 and registry.versions() == [1]
 
 
@@ -87,7 +65,7 @@ def test_crash_while_copying_leaves_no_version(registry, tmp_path, monkeypatch):
     files = bundle_files(tmp_path / "run2", "run2")
     files["missing"] = tmp_path / "no-such-file"
     with pytest.raises(FileNotFoundError), registry.lock():
-        registry.add_version(files, meta=meta("run2"), run_id="run2")
+        registry.add_version(files, meta=bundle_meta("run2"), run_id="run2")
     assert registry.versions() == [1]
     assert list(registry.versions_dir.glob(".tmp-*")) == []
     assert registry.champion()["version"] == 1
@@ -149,7 +127,7 @@ def test_a_killed_process_leaves_a_consistent_registry(registry, tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
         from freshcast.registry import Registry
-        from tests.unit.test_registry import promote
+        from tests.helpers import promote
         registry = Registry("demo", root=Path({str(registry.dir.parents[1])!r}))
         promote(registry, Path({str(tmp_path)!r}), "run2", verify=lambda path: os._exit(9))
         """
@@ -336,7 +314,7 @@ def test_prune_keeps_the_historys_champion_when_the_pointer_is_lost(registry, tm
 def test_a_rollback_from_no_champion_says_so(registry, tmp_path):
     with registry.lock():
         version = registry.add_version(
-            bundle_files(tmp_path / "r", "r"), meta=meta("r"), run_id="r"
+            bundle_files(tmp_path / "r", "r"), meta=bundle_meta("r"), run_id="r"
         )
     rollback(registry, version, run_id="rb", reason="first serve", verify=lambda p: {})
     assert "no champion -> v1: first serve" in describe(registry)

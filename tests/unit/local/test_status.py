@@ -3,13 +3,12 @@ asked of the API."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from freshcast.local import api, commands, config, status
 from freshcast.registry import Registry
 from freshcast.spec import load_spec
-from tests.helpers import write_tiny_pipeline
+from tests.helpers import promote, write_tiny_pipeline
 
 RUN_ID = "manual__2024-08-27T12:45:36.582898+00:00"
 
@@ -136,29 +135,24 @@ def test_champion_score_is_on_the_spec_metric_and_a_ratio_has_no_unit():
     assert "  champion:  v2 since n/a; its bundle cannot be read: no bundle.json" in text
 
 
-def promote(
-    registry: Registry, tmp_path: Path, *, scores: dict[str, float], shown: dict | None = None
-) -> None:
-    """A bundle as steps.serving.promote stores it; `shown` its {"unit", "decimals"} (older:
-    none)."""
-    model = tmp_path / "model.keras"
-    model.write_bytes(b"model")
-    meta = {
+def champion_meta(scores: dict[str, float], shown: dict | None = None) -> dict:
+    """A bundle's metadata as steps.serving.promote stores it; `shown` its {"unit",
+    "decimals"} (older bundles have none)."""
+    return {
         "model": {"name": "gru"},
         "metric": "mase",
         "scores": scores,
         "lineage": {"run_id": "r1"},
         **({"display": shown} if shown else {}),
     }
-    with registry.lock():
-        version = registry.add_version({"model": model}, meta=meta, run_id="r1")
-        registry.set_champion(version, event={"kind": "promoted", "run_id": "r1"})
 
 
 def test_champion_status_reads_the_registry(tmp_path):
     registry = Registry("demo", root=tmp_path / "artifacts")
     assert status.champion_status(registry, metric="mae") is None
-    promote(registry, tmp_path, scores={"kind": "model", "mae": 2.5, "mase": 0.9})
+    promote(
+        registry, tmp_path, "r1", meta=champion_meta({"kind": "model", "mae": 2.5, "mase": 0.9})
+    )
     found = status.champion_status(registry, metric="mae")
     assert found == {
         "version": 1,
@@ -210,7 +204,12 @@ def test_gather_status_takes_each_loaded_spec_with_its_unit(
     spec = load_spec(write_tiny_pipeline(tmp_path / "pipelines", unit="MW"))
     registry = Registry("tiny", root=tmp_path / "artifacts")
     shown = {"unit": "MW", "decimals": 1}
-    promote(registry, tmp_path, scores={"kind": "model", "mae": 2.5, "mase": 0.9}, shown=shown)
+    promote(
+        registry,
+        tmp_path,
+        "r1",
+        meta=champion_meta({"kind": "model", "mae": 2.5, "mase": 0.9}, shown),
+    )
     monkeypatch.setattr(status, "airflow_status", lambda af: {"pids": PIDS, "health": HEALTHY})
     fake_api.routes[("GET", "/api/v2/dags/train_tiny")] = (200, {"is_paused": True})
     fake_api.routes[("GET", "/api/v2/dags/train_tiny/dagRuns")] = (200, {"dag_runs": []})
